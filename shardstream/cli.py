@@ -1,0 +1,248 @@
+"""The ``shardstream`` command.
+
+Each sub-command is a thin shell: it parses arguments and calls the library function that does
+the work, so everything the command line does is also available from Python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from . import __version__
+from .errors import ShardstreamError
+
+
+def _csv(kind):
+    """argparse type: a comma-separated list of ``kind``."""
+
+    def parse(text):
+        try:
+            return [kind(part) for part in text.split(",") if part.strip()]
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+
+    return parse
+
+
+def _size(text):
+    """argparse type: ``32`` or ``32x24`` (height x width)."""
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size like 32 or 32x24") from None
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or min(parts) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size like 32 or 32x24 (positive)")
+    return tuple(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# converters: synth, convert, datasets
+
+
+def cmd_synth(args):
+    from .converters.synth import synthesize
+
+    synthesize(args.dataset, args.out, num_train=args.train, num_test=args.test, seed=args.seed,
+               progress=not args.quiet)
+
+
+def cmd_convert(args):
+    from .converters.convert import convert
+
+    convert(args.dataset, args.out, source=args.source, raw=args.raw, formats=tuple(args.format),
+            shard_size=args.shard_size, encoding=args.encoding, overwrite=args.overwrite,
+            name=args.name, progress=not args.quiet)
+
+
+def cmd_datasets(args):
+    from .converters.datasets import print_datasets
+
+    print_datasets(as_json=args.json)
+
+
+# ---------------------------------------------------------------------------------------------
+# shards: info, verify, upload, serve
+
+
+def cmd_info(args):
+    from .shards.verify import print_info
+
+    print_info(args.location, as_json=args.json)
+
+
+def cmd_verify(args):
+    from .shards.verify import verify_command
+
+    return verify_command(args.location, quiet=args.quiet)
+
+
+def cmd_upload(args):
+    from .shards.upload import upload
+
+    upload(args.src, args.dest, progress=not args.quiet, jobs=args.jobs)
+
+
+def cmd_serve(args):
+    from .shards.server import serve
+
+    return serve(args.root, host=args.host, port=args.port, token=args.token, quiet=args.quiet)
+
+
+# ---------------------------------------------------------------------------------------------
+# loaders: show, bench, demo
+
+
+def cmd_show(args):
+    from .loaders.show import show_command
+
+    show_command(args.location, out=args.output, rows=args.rows, cols=args.cols,
+                 random=args.random, seed=args.seed, resize=args.resize, scale=args.scale)
+
+
+def cmd_bench(args):
+    from .loaders.bench import bench_command
+
+    bench_command(args.location, frameworks=args.framework, batch_sizes=args.batch_size,
+                  workers=args.workers, epochs=args.epochs, resize=args.resize,
+                  format=args.format, profile=args.profile, as_json=args.json)
+
+
+def cmd_demo(args):
+    from .loaders.demo import demo
+
+    demo(out=args.out, quick=args.quick)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="shardstream",
+        description="Convert image datasets into tar + Parquet shards, host them, and stream "
+                    "identical minibatches into PyTorch and tf.data.",
+        epilog="Locations may be a local path, file://, http(s):// or s3://bucket/prefix. "
+               "Run 'shardstream demo' to see everything work offline.",
+    )
+    p.add_argument("--version", action="version", version=f"shardstream {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    s = sub.add_parser("synth", help="write a deterministic stand-in dataset in the raw IDX format",
+                       description="Write a synthetic stand-in for an IDX dataset (Fashion-MNIST, "
+                                   "MNIST, KMNIST): same files, same format, marked synthetic in "
+                                   "every manifest made from it.")
+    s.add_argument("dataset", help="fashion-mnist, mnist or kmnist")
+    s.add_argument("out", help="folder to write the four IDX .gz files into")
+    s.add_argument("--train", type=int, default=60000, help="training samples (default 60000)")
+    s.add_argument("--test", type=int, default=10000, help="test samples (default 10000)")
+    s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_synth)
+
+    s = sub.add_parser("convert", help="convert a raw dataset into tar + Parquet shards",
+                       description="Convert a raw dataset into <out>/<dataset>/<split>/ with tar "
+                                   "and/or Parquet shards and a checksummed manifest.json.")
+    s.add_argument("dataset", help="fashion-mnist, mnist, kmnist, or imagefolder")
+    s.add_argument("source", nargs="?", default=None,
+                   help="(imagefolder only) folder of class subfolders, or of split folders "
+                        "(train/, test/) holding class subfolders")
+    s.add_argument("out", help="output location (path, file://, s3://...)")
+    s.add_argument("--raw", default=None,
+                   help="folder holding the raw IDX files (default: search the usual places, "
+                        "then download)")
+    s.add_argument("--format", type=_csv(str), default=["tar", "parquet"],
+                   help="comma-separated shard formats: tar, parquet (default both)")
+    s.add_argument("--shard-size", type=int, default=10000, help="samples per shard (default 10000)")
+    s.add_argument("--encoding", choices=["npy", "png"], default="npy",
+                   help="image encoding: npy (raw uint8, fastest) or png (default npy)")
+    s.add_argument("--name", default=None, help="dataset name in the output (imagefolder; default the folder name)")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace a different dataset already at the output")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=cmd_convert)
+
+    s = sub.add_parser("datasets", help="list the datasets shardstream can convert")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=cmd_datasets)
+
+    s = sub.add_parser("info", help="describe a converted split (samples, classes, shards, bytes)")
+    s.add_argument("location", help="a split's location, e.g. shards/fashion-mnist/train")
+    s.add_argument("--json", action="store_true", help="print the manifest summary as JSON")
+    s.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("verify", help="check every shard's sha256 and sample count against the manifest",
+                       description="Exit status 0 when every shard matches its manifest, 1 otherwise "
+                                   "(the failing shards are named).")
+    s.add_argument("location", help="a split's location, or a folder of datasets")
+    s.add_argument("-q", "--quiet", action="store_true", help="print problems only")
+    s.set_defaults(func=cmd_verify)
+
+    s = sub.add_parser("upload", help="copy a conversion to another location, verified and restartable")
+    s.add_argument("src", help="local folder of converted data (a split, a dataset or a root)")
+    s.add_argument("dest", help="destination location, e.g. s3://bucket/datasets")
+    s.add_argument("--jobs", type=int, default=4, help="parallel uploads (default 4)")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_upload)
+
+    s = sub.add_parser("serve", help="serve a folder of shards over HTTP",
+                       description="Serve converted shards read-only over HTTP (GET/HEAD, byte "
+                                   "ranges, ETag), with an index of datasets at /.")
+    s.add_argument("root", help="folder to serve")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    s.add_argument("--token", default=os.environ.get("SHARDSTREAM_TOKEN"),
+                   help="require 'Authorization: Bearer TOKEN' (default $SHARDSTREAM_TOKEN)")
+    s.add_argument("-q", "--quiet", action="store_true", help="no access log")
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("show", help="draw a batch as a PNG grid with its text labels")
+    s.add_argument("location", help="a split's location")
+    s.add_argument("-o", "--output", default="batch.png", help="PNG to write (default batch.png)")
+    s.add_argument("--rows", type=int, default=2)
+    s.add_argument("--cols", type=int, default=8)
+    s.add_argument("--random", action="store_true", help="a shuffled batch instead of the first")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--resize", type=_size, default=None, help="resize first, e.g. 32 or 32x24")
+    s.add_argument("--scale", type=float, default=1.5, help="size of each image (default 1.5)")
+    s.set_defaults(func=cmd_show)
+
+    s = sub.add_parser("bench", help="time epochs through the torch and tf loaders (D2L 4.2's experiment)")
+    s.add_argument("location", help="a split's location")
+    s.add_argument("--framework", type=_csv(str), default=["torch", "tf"], help="torch,tf")
+    s.add_argument("--batch-size", type=_csv(int), default=[64], help="e.g. 1,64,256")
+    s.add_argument("--workers", type=_csv(int), default=[0], help="e.g. 0,2")
+    s.add_argument("--epochs", type=int, default=3, help="epochs per row; the median is reported")
+    s.add_argument("--resize", type=_size, default=None)
+    s.add_argument("--format", default="auto", help="tar, parquet or auto")
+    s.add_argument("--profile", action="store_true",
+                   help="break the time down into read / decode / resize / framework handoff")
+    s.add_argument("--json", action="store_true", help="print JSON rows")
+    s.set_defaults(func=cmd_bench)
+
+    s = sub.add_parser("demo", help="offline end-to-end demo: synth, convert, stream, compare, time, draw")
+    s.add_argument("--out", default="shardstream-demo", help="working folder (default ./shardstream-demo)")
+    s.add_argument("--quick", action="store_true", help="a small dataset (for tests)")
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        rc = args.func(args)
+    except ShardstreamError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

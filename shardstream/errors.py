@@ -1,0 +1,30 @@
+"""Errors raised by shardstream.
+
+Every message names the file, shard, URL or argument concerned and says what is wrong and,
+where there is one, what to do next.  The command line prints ``error: <message>`` for any
+:class:`ShardstreamError` and exits with status 1.
+"""
+
+
+class ShardstreamError(Exception):
+    """Base class of every error shardstream raises on purpose."""
+
+
+class InputError(ShardstreamError, ValueError):
+    """Bad raw input data or a bad argument."""
+
+
+class ManifestError(ShardstreamError):
+    """A manifest is missing, unreadable or inconsistent."""
+
+
+class ShardError(ShardstreamError):
+    """A shard's bytes do not match what its manifest promises."""
+
+
+class StorageError(ShardstreamError, OSError):
+    """Reading or writing a location failed."""
+
+
+class NotFoundError(StorageError):
+    """A location does not exist (or access to it was denied)."""
