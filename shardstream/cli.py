@@ -83,7 +83,8 @@ def cmd_verify(args):
 def cmd_upload(args):
     from .shards.upload import upload
 
-    upload(args.src, args.dest, progress=not args.quiet, jobs=args.jobs)
+    report = upload(args.src, args.dest, progress=not args.quiet, jobs=args.jobs)
+    print(report.summary())
 
 
 def cmd_serve(args):

@@ -54,3 +54,265 @@ def fmnist_png_shards(fmnist_raw, tmp_path_factory):
 def train_split(fmnist_shards):
     """Location string of the small npy training split."""
     return str(fmnist_shards / "fashion-mnist" / "train")
+
+
+# ---------------------------------------------------------------------------------------------
+# remote endpoints (issue 4): a moto S3 server, an aiohttp file server with Range support, and a
+# fault-injecting proxy.  All bind 127.0.0.1 only and are stopped by their fixtures.
+
+
+class _LoopThread:
+    """An asyncio event loop running in a daemon thread (for the aiohttp test servers)."""
+
+    def __init__(self):
+        import asyncio
+        import threading
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro):
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
+
+    def stop(self):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+class HttpFileServer:
+    """Serves the files under ``root`` at ``.url`` (GET/HEAD with Range, via aiohttp's
+    FileResponse).  ``.requests`` counts GET requests per path; ``token`` requires
+    ``Authorization: Bearer <token>`` (401 otherwise)."""
+
+    def __init__(self, root, token=None):
+        import collections
+        import pathlib
+
+        from aiohttp import web
+
+        self.root = pathlib.Path(root).resolve()
+        self.token = token
+        self.requests = collections.Counter()
+        self.head_requests = collections.Counter()
+        self._lt = _LoopThread()
+
+        async def handle(request):
+            if self.token and request.headers.get("Authorization") != f"Bearer {self.token}":
+                return web.Response(status=401, text="token required")
+            rel = request.match_info["tail"]
+            (self.requests if request.method == "GET" else self.head_requests)[rel] += 1
+            path = (self.root / rel).resolve()
+            if self.root not in path.parents and path != self.root:
+                return web.Response(status=404)
+            if path.is_dir():
+                links = "".join(f'<a href="{p.name}{"/" if p.is_dir() else ""}">{p.name}</a>\n'
+                                for p in sorted(path.iterdir()))
+                return web.Response(text=f"<html><body>{links}</body></html>",
+                                    content_type="text/html")
+            if not path.is_file():
+                return web.Response(status=404, text="not found")
+            return web.FileResponse(path)
+
+        app = web.Application()
+        app.router.add_route("GET", "/{tail:.*}", handle)
+        app.router.add_route("HEAD", "/{tail:.*}", handle)
+
+        async def start():
+            self._runner = web.AppRunner(app, access_log=None)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, "127.0.0.1", 0)
+            await site.start()
+            return site._server.sockets[0].getsockname()[1]
+
+        self.port = self._lt.run(start())
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def close(self):
+        self._lt.run(self._runner.cleanup())
+        self._lt.stop()
+
+
+class FaultProxy:
+    """A reverse proxy on 127.0.0.1 in front of ``target`` (an http://host:port URL) that can
+    misbehave on GET requests whose path contains ``match``:
+
+    - ``"drop"``: sends the headers and half the body, then closes the connection;
+    - ``"error"``: answers 503 (or ``status``) without contacting the target;
+    - ``"slow"``: sends the body in small pieces with ``delay`` seconds between them;
+    - ``"corrupt"``: flips one byte in the middle of the body;
+    - ``"deny"``: answers 403.
+
+    ``set_fault(kind, times, match, ...)`` arms it for the next ``times`` matching requests
+    (None = every one).  ``.requests`` counts all requests per path, ``.faults`` those faulted.
+    """
+
+    def __init__(self, target):
+        import asyncio
+        import collections
+
+        import aiohttp
+        from aiohttp import web
+
+        self.target = target.rstrip("/")
+        self.requests = collections.Counter()
+        self.faults = 0
+        self.set_fault(None)
+        self._lt = _LoopThread()
+
+        async def handle(request):
+            path = request.path_qs
+            self.requests[request.path] += 1
+            fault = None
+            if (self.kind and request.method == "GET" and self.match in request.path
+                    and (self.times is None or self.times > 0)):
+                fault = self.kind
+                if self.times is not None:
+                    self.times -= 1
+                self.faults += 1
+            if fault == "error":
+                return web.Response(status=self.status, text="injected failure")
+            if fault == "deny":
+                return web.Response(status=403, text="injected denial")
+            headers = {k: v for k, v in request.headers.items()
+                       if k.lower() not in ("host", "content-length", "transfer-encoding")}
+            body = await request.read()
+            async with self._session.request(request.method, self.target + path, headers=headers,
+                                             data=body or None, allow_redirects=False) as up:
+                data = await up.read()
+                out_headers = {k: v for k, v in up.headers.items()
+                               if k.lower() not in ("content-length", "transfer-encoding",
+                                                    "content-encoding", "connection")}
+                status = up.status
+            if fault == "corrupt" and data:
+                mid = len(data) // 2
+                data = data[:mid] + bytes([data[mid] ^ 0xFF]) + data[mid + 1:]
+            if fault in ("drop", "slow") and request.method == "GET":
+                resp = web.StreamResponse(status=status, headers=out_headers)
+                resp.content_length = len(data)
+                await resp.prepare(request)
+                if fault == "drop":
+                    await resp.write(data[: len(data) // 2])
+                    request.transport.close()
+                    return resp
+                step = max(1, len(data) // 8)
+                for start in range(0, len(data), step):
+                    await resp.write(data[start:start + step])
+                    await asyncio.sleep(self.delay)
+                await resp.write_eof()
+                return resp
+            if request.method == "HEAD":
+                resp = web.StreamResponse(status=status, headers=out_headers)
+                if up.headers.get("Content-Length") is not None:
+                    resp.content_length = int(up.headers["Content-Length"])
+                await resp.prepare(request)
+                return resp
+            return web.Response(status=status, body=data, headers=out_headers)
+
+        app = web.Application(client_max_size=1 << 30)
+        app.router.add_route("*", "/{tail:.*}", handle)
+
+        async def start():
+            self._session = aiohttp.ClientSession(auto_decompress=False)
+            self._runner = web.AppRunner(app, access_log=None)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, "127.0.0.1", 0)
+            await site.start()
+            return site._server.sockets[0].getsockname()[1]
+
+        self.port = self._lt.run(start())
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def set_fault(self, kind, times=None, match="", status=503, delay=0.05):
+        """Arm a fault (see the class doc); ``set_fault(None)`` disarms."""
+        self.kind, self.times, self.match, self.status, self.delay = kind, times, match, status, delay
+
+    def close(self):
+        async def stop():
+            await self._session.close()
+            await self._runner.cleanup()
+
+        self._lt.run(stop())
+        self._lt.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A moto S3 server on 127.0.0.1 (free port), with fake credentials in the environment.
+
+    Yields an object with ``.endpoint`` (``http://127.0.0.1:PORT``), ``.storage_options``
+    (``{"endpoint_url": endpoint}``) and ``.bucket(name)`` creating a bucket (idempotent) and
+    returning ``"s3://name"``.  Tests that need the endpoint in the environment (the CLI) set
+    ``AWS_ENDPOINT_URL`` themselves with ``monkeypatch``.
+    """
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+
+    class S3:
+        endpoint = f"http://127.0.0.1:{port}"
+        storage_options = {"endpoint_url": endpoint}
+
+        @staticmethod
+        def bucket(name):
+            import boto3
+
+            client = boto3.client("s3", endpoint_url=S3.endpoint, region_name="us-east-1")
+            try:
+                client.create_bucket(Bucket=name)
+            except client.exceptions.BucketAlreadyOwnedByYou:
+                pass
+            return f"s3://{name}"
+
+    try:
+        yield S3
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture
+def http_serve():
+    """Factory: ``http_serve(root, token=None)`` -> a running :class:`HttpFileServer`; all are
+    stopped after the test."""
+    servers = []
+
+    def make(root, token=None):
+        srv = HttpFileServer(root, token=token)
+        servers.append(srv)
+        return srv
+
+    yield make
+    for srv in servers:
+        srv.close()
+
+
+@pytest.fixture
+def fault_proxy():
+    """Factory: ``fault_proxy(target_url)`` -> a running :class:`FaultProxy`; all are stopped
+    after the test."""
+    proxies = []
+
+    def make(target):
+        proxy = FaultProxy(target)
+        proxies.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in proxies:
+        proxy.close()

@@ -1,0 +1,235 @@
+"""Execute a plan: stream the shards it needs, in plan order, and gather its batches.
+
+This is the second half of "plan, then execute" (``docs/design.md``).  The plan
+(:mod:`shardstream.loaders.plan`) says which global sample ids go into which batch; this module
+reads the shards those ids live in and hands out the batches as uint8 arrays.  It never imports
+a framework: the torch and tf.data adapters both call :func:`iter_batches` and then
+:func:`shardstream.loaders.resize.to_float`, which is why their batches are bitwise equal.
+
+Memory: a worker keeps one *sample pool* holding exactly the samples it has read but not yet
+emitted (that is the shuffle buffer, made real; for ``W`` workers each keeps only the samples of
+its own batches) plus the one shard being read.  A shard's bytes are dropped, and the shard
+released to the fetcher, as soon as its samples are in the pool.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import InputError, ShardError
+from ..shards import formats
+from ..shards.cache import ShardFetcher
+from ..shards.manifest import Manifest, load_manifest
+
+#: how many shards ahead of the one being read :func:`iter_batches` asks the fetcher to prefetch
+PREFETCH_AHEAD = 2
+
+
+def choose_format(manifest: Manifest, format: str = "auto") -> str:
+    """The shard format to read: ``format`` itself (checked against the manifest) or, for
+    ``"auto"``, tar when the split has tar shards (measured faster to read for both encodings,
+    see docs/benchmarks.md), else Parquet."""
+    present = manifest.formats
+    if format == "auto":
+        for fmt in ("tar", "parquet"):
+            if fmt in present:
+                return fmt
+        raise InputError(f"the manifest of {manifest.dataset}/{manifest.split} lists no shards "
+                         f"in a known format {formats.FORMATS}; re-run the conversion")
+    if format not in formats.FORMATS:
+        raise InputError(f"format={format!r}: must be 'auto' or one of {formats.FORMATS}")
+    if format not in present:
+        raise InputError(f"format={format!r}: this split has no {format} shards (it has "
+                         f"{', '.join(present) or 'none'}); pass format='auto' or convert with "
+                         f"--format {format}")
+    return format
+
+
+class ShardSource:
+    """The shards of one split in one format, readable by index.
+
+    ``.manifest`` the split's :class:`Manifest`; ``.format`` ``"tar"`` or ``"parquet"``;
+    ``.location`` the location string; ``.load(i)`` the decoded samples of shard ``i``.
+    """
+
+    def __init__(self, location: str, manifest: Manifest, fmt: str, fetcher: ShardFetcher):
+        self.location = location
+        self.manifest = manifest
+        self.format = fmt
+        self.fetcher = fetcher
+
+    def load(self, shard_index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Shard ``shard_index`` decoded: images uint8 (n, H, W, C), labels int64 (n,), with
+        ``n = manifest.shard_sizes[shard_index]``.  The file is read with one ``read`` call from
+        the local file the fetcher provides (the shard itself, or its cached copy)."""
+        path = self.fetcher.local_file(shard_index)
+        with open(path, "rb") as f:
+            data = f.read()
+        images, labels = formats.read_shard(self.format, data, self.manifest, shard_index)
+        expected = int(self.manifest.shard_sizes[shard_index])
+        if len(images) != expected or len(labels) != expected:
+            name = self.manifest.shards[self.format][shard_index].name
+            raise ShardError(f"shard {name} of {self.location} holds {len(images)} samples, the "
+                             f"manifest says {expected}; re-run the conversion or `shardstream "
+                             f"verify {self.location}`")
+        return images, labels
+
+    def release(self, shard_index: int) -> None:
+        """Tell the fetcher that this worker no longer needs shard ``shard_index``."""
+        self.fetcher.release(shard_index)
+
+    def prefetch(self, shard_indices) -> None:
+        """Ask the fetcher to start fetching these shards in the background."""
+        self.fetcher.prefetch([int(i) for i in shard_indices])
+
+
+def open_stream(location: str, *, format: str = "auto", storage_options=None, cache_dir=None,
+                cache_limit=None, token=None, manifest: Manifest | None = None) -> ShardSource:
+    """Open the split at ``location`` for reading: loads its manifest (unless given), picks the
+    format (:func:`choose_format`) and sets up the shard fetcher (local files are read in place,
+    remote ones through the verified local cache)."""
+    if manifest is None:
+        manifest = load_manifest(location, storage_options=storage_options)
+    fmt = choose_format(manifest, format)
+    fetcher = ShardFetcher(location, manifest, fmt, storage_options=storage_options,
+                           cache_dir=cache_dir, cache_limit=cache_limit, token=token)
+    return ShardSource(location, manifest, fmt, fetcher)
+
+
+@dataclass
+class ExecStats:
+    """What one :func:`iter_batches` run held in memory (for tests and benchmarks).
+
+    ``peak_pool``: most samples resident in the pool at once (read, not yet emitted);
+    ``pool_capacity``: samples the pool array can hold at the end; ``shards_read``: the shards
+    read, in order (each at most once)."""
+
+    peak_pool: int = 0
+    pool_capacity: int = 0
+    shards_read: list = field(default_factory=list)
+
+
+class _Pool:
+    """Fixed-shape sample slots with a free list: ``put`` stores samples and returns their
+    slots, ``take`` gathers slots into a new batch and frees them.  Grows by doubling."""
+
+    def __init__(self, image_shape, capacity: int):
+        capacity = max(int(capacity), 1)
+        self.images = np.empty((capacity, *image_shape), np.uint8)
+        self.labels = np.empty(capacity, np.int64)
+        self.free = np.arange(capacity - 1, -1, -1, dtype=np.int64)  # a stack; top = end
+        self.top = capacity
+        self.used = 0
+
+    def _grow(self, need: int) -> None:
+        old = len(self.labels)
+        new = max(2 * old, old + need)
+        images = np.empty((new, *self.images.shape[1:]), np.uint8)
+        labels = np.empty(new, np.int64)
+        images[:old] = self.images
+        labels[:old] = self.labels
+        self.images, self.labels = images, labels
+        free = np.empty(new, np.int64)
+        free[: self.top] = self.free[: self.top]
+        free[self.top: self.top + new - old] = np.arange(new - 1, old - 1, -1)
+        self.free = free
+        self.top += new - old
+
+    def put(self, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Store images (n, H, W, C) and labels (n,); returns their slots, int64 (n,)."""
+        n = len(labels)
+        if n > self.top:
+            self._grow(n - self.top)
+        slots = self.free[self.top - n: self.top].copy()
+        self.top -= n
+        self.used += n
+        self.images[slots] = images
+        self.labels[slots] = labels
+        return slots
+
+    def take(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Gather slots (b,) into new arrays images (b, H, W, C), labels (b,); frees the slots."""
+        images = np.take(self.images, slots, axis=0)
+        labels = np.take(self.labels, slots)
+        b = len(slots)
+        self.free[self.top: self.top + b] = slots
+        self.top += b
+        self.used -= b
+        return images, labels
+
+
+def worker_schedule(plan, offsets: np.ndarray, worker: int = 0, num_workers: int = 1):
+    """What worker ``worker`` of ``num_workers`` must read, and when (pure; no I/O).
+
+    Returns ``(batches, bounds, ids, shard_of, load_order, first_batch)``: ``batches`` int64 (m,)
+    the plan batch indices this worker executes (``worker, worker + W, ...``); ``ids`` int64 (M,)
+    their sample ids concatenated, batch ``j`` of this worker being ``ids[bounds[j]:bounds[j+1]]``;
+    ``shard_of`` int64 (M,) the shard holding each id; ``load_order`` int64 (s,) the shards this
+    worker needs in the order it first needs them; ``first_batch`` int64 (s,) the worker batch
+    (index into ``batches``) at which each of those is first needed."""
+    if not (isinstance(num_workers, (int, np.integer)) and num_workers >= 1):
+        raise InputError(f"num_workers={num_workers!r}: must be a positive integer")
+    if not (isinstance(worker, (int, np.integer)) and 0 <= worker < num_workers):
+        raise InputError(f"worker={worker!r}: must be in [0, num_workers={num_workers})")
+    batches = np.arange(worker, plan.num_batches, num_workers, dtype=np.int64)
+    parts = [np.asarray(plan.batch(int(k)), dtype=np.int64) for k in batches]
+    sizes = np.array([len(p) for p in parts], dtype=np.int64)
+    bounds = np.zeros(len(parts) + 1, np.int64)
+    np.cumsum(sizes, out=bounds[1:])
+    ids = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    shard_of = np.searchsorted(offsets, ids, side="right") - 1
+    # first position of each shard in this worker's stream -> the order to read shards in
+    shards, first_pos = np.unique(shard_of, return_index=True)
+    order = np.argsort(first_pos, kind="stable")
+    load_order = shards[order]
+    first_batch = np.searchsorted(bounds, first_pos[order], side="right") - 1
+    return batches, bounds, ids, shard_of, load_order, first_batch
+
+
+def iter_batches(source: ShardSource, plan, worker: int = 0, num_workers: int = 1,
+                 stats: ExecStats | None = None):
+    """Execute worker ``worker``'s share of ``plan``: yields ``(k, images, labels)`` for the plan
+    batches ``k = worker, worker + num_workers, ...`` in that order, with images uint8
+    (b, H, W, C) and labels int64 (b,) holding the samples ``plan.batch(k)`` in plan order.
+
+    Shards are read in the order this worker first needs them, each once; before reading one,
+    the next :data:`PREFETCH_AHEAD` are handed to the fetcher's ``prefetch``.  A shard's samples
+    that this worker needs go into the pool; the rest of the shard is dropped at once and the
+    shard released.  The pool holds only samples read and not yet emitted, so memory is bounded
+    by the shuffle buffer plus one shard (plus one batch), whatever the dataset size.  Gathering
+    is vectorised (``searchsorted`` + fancy indexing); there is no per-sample Python loop.
+    ``stats``, if given, is filled in with what was held (see :class:`ExecStats`)."""
+    manifest = source.manifest
+    offsets = np.asarray(manifest.offsets, dtype=np.int64)
+    batches, bounds, ids, shard_of, load_order, first_batch = worker_schedule(
+        plan, offsets, worker, num_workers)
+    if stats is None:
+        stats = ExecStats()
+    # positions (into ids) of each shard's samples, grouped by shard
+    by_shard = np.argsort(shard_of, kind="stable")
+    shard_start = np.searchsorted(shard_of[by_shard], load_order, side="left")
+    shard_stop = np.searchsorted(shard_of[by_shard], load_order, side="right")
+    slot_of = np.empty(len(ids), np.int64)
+    bsz = int(np.max(np.diff(bounds))) if len(batches) else 1
+    pool = _Pool(manifest.image_shape, min(len(ids), 2 * bsz + int(np.max(manifest.shard_sizes, initial=1))))
+    next_load = 0
+    for j, k in enumerate(batches):
+        while next_load < len(load_order) and first_batch[next_load] <= j:
+            s = int(load_order[next_load])
+            ahead = load_order[next_load + 1: next_load + 1 + PREFETCH_AHEAD]
+            if len(ahead):
+                source.prefetch(ahead)
+            images, labels = source.load(s)
+            pos = by_shard[shard_start[next_load]: shard_stop[next_load]]
+            local = ids[pos] - offsets[s]
+            slot_of[pos] = pool.put(images[local], labels[local])
+            del images, labels
+            source.release(s)
+            stats.shards_read.append(s)
+            stats.peak_pool = max(stats.peak_pool, pool.used)
+            next_load += 1
+        x, y = pool.take(slot_of[bounds[j]: bounds[j + 1]])
+        stats.pool_capacity = len(pool.labels)
+        yield int(k), x, y

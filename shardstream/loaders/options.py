@@ -1,0 +1,188 @@
+"""Argument checking shared by the torch and tf.data loaders.
+
+Both adapters take the same keyword arguments; :func:`loader_options` checks them all once, at
+construction, against the split's manifest (and the existence of its shards), so that a bad
+argument is a clear :class:`~shardstream.errors.InputError` / ``ManifestError`` right away, never
+a hang or a short epoch later.  The result, :class:`LoaderOptions`, is a small picklable value
+that DataLoader workers and tf.data generators rebuild the plan and the shard source from.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ..errors import InputError, ManifestError, NotFoundError, ShardError
+from ..shards import storage
+from ..shards.manifest import MANIFEST_NAME, Manifest, load_manifest
+from .execute import ShardSource, choose_format, open_stream
+from .plan import plan_epoch
+
+
+def _int(name, value, minimum=0):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InputError(f"{name}={value!r}: must be an integer >= {minimum}")
+    if value < minimum:
+        raise InputError(f"{name}={value!r}: must be >= {minimum}")
+    return int(value)
+
+
+def _bool(name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise InputError(f"{name}={value!r}: must be True or False")
+    return bool(value)
+
+
+def check_resize(resize):
+    """``None``, ``n`` or ``(h, w)`` -> ``None`` or ``(h, w)`` of positive ints; else InputError."""
+    if resize is None:
+        return None
+    if isinstance(resize, (int, np.integer)) and not isinstance(resize, bool):
+        resize = (resize, resize)
+    try:
+        h, w = resize
+    except (TypeError, ValueError):
+        raise InputError(f"resize={resize!r}: must be None, a size n or a pair (height, width)") from None
+    for v in (h, w):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
+            raise InputError(f"resize={resize!r}: height and width must be positive integers "
+                             f"(e.g. resize=(32, 32))")
+    return int(h), int(w)
+
+
+@dataclass(frozen=True)
+class LoaderOptions:
+    """Checked loader arguments (see :func:`loader_options`); ``format`` is resolved, never
+    ``"auto"``, and ``rank`` / ``world_size`` are concrete."""
+
+    location: str
+    batch_size: int
+    resize: tuple | None
+    shuffle: bool
+    shuffle_buffer: int
+    shard_shuffle: bool
+    seed: int
+    epoch: int
+    drop_last: bool
+    rank: int
+    world_size: int
+    start_batch: int
+    format: str
+    storage_options: dict | None
+    cache_dir: str | None
+    cache_limit: int | None
+    token: str | None
+
+    def plan(self, manifest: Manifest, epoch: int | None = None, start_batch: int | None = None):
+        """The plan of this rank for ``epoch`` (default: ``self.epoch``) from ``start_batch``."""
+        return plan_epoch(
+            manifest.shard_sizes, batch_size=self.batch_size, seed=self.seed,
+            epoch=self.epoch if epoch is None else epoch, shuffle=self.shuffle,
+            shard_shuffle=self.shard_shuffle, shuffle_buffer=self.shuffle_buffer,
+            drop_last=self.drop_last, rank=self.rank, world_size=self.world_size,
+            start_batch=self.start_batch if start_batch is None else start_batch)
+
+    def open(self, manifest: Manifest) -> ShardSource:
+        """Open the shards (in this process) through :func:`execute.open_stream`."""
+        return open_stream(self.location, format=self.format,
+                           storage_options=self.storage_options, cache_dir=self.cache_dir,
+                           cache_limit=self.cache_limit, token=self.token, manifest=manifest)
+
+    def image_size(self, manifest: Manifest) -> tuple[int, int, int]:
+        """(h, w, C) of the batches' images after resize."""
+        H, W, C = manifest.image_shape
+        return (*(self.resize or (H, W)), C)
+
+    def with_(self, **changes) -> "LoaderOptions":
+        """A copy with some fields changed (no re-checking; for epoch/start_batch updates)."""
+        return replace(self, **changes)
+
+
+def check_shards_exist(location: str, manifest: Manifest, fmt: str, storage_options=None) -> None:
+    """ManifestError naming the first shard of format ``fmt`` that the manifest lists but the
+    location lacks (or that has the wrong size).  Local: every shard is checked (a ``stat``
+    each).  Remote: the first and the last shard are checked (one HEAD each); the others are
+    verified against the manifest's sha256 when fetched."""
+    shards = manifest.shards[fmt]
+    local = storage.local_path(location)
+    if local is not None:
+        for info in shards:
+            path = os.path.join(local, info.name)
+            try:
+                size = os.stat(path).st_size
+            except FileNotFoundError:
+                raise ManifestError(
+                    f"shard {info.name} listed in {os.path.join(local, MANIFEST_NAME)} is missing "
+                    f"from {local}; copy the whole split again or re-run the conversion "
+                    f"(`shardstream verify {location}` lists every problem)") from None
+            if size != info.bytes:
+                raise ShardError(
+                    f"shard {path} has {size} bytes, its manifest says {info.bytes}; the copy is "
+                    f"incomplete or the shard was changed: copy it again or re-run the conversion")
+        return
+    for info in {shards[0].name: shards[0], shards[-1].name: shards[-1]}.values():
+        url = storage.join(location, info.name)
+        try:
+            found = storage.exists(url, storage_options=storage_options)
+        except NotFoundError:
+            found = False
+        if not found:
+            raise ManifestError(
+                f"shard {url} listed in the manifest of {location} does not exist; upload the "
+                f"whole split again (`shardstream verify {location}` lists every problem)")
+
+
+def loader_options(location, *, batch_size, resize=None, shuffle=True, shuffle_buffer=10_000,
+                   shard_shuffle=True, seed=0, epoch=0, drop_last=False, rank=0, world_size=1,
+                   start_batch=0, format="auto", storage_options=None, cache_dir=None,
+                   cache_limit=None, token=None) -> tuple[LoaderOptions, Manifest]:
+    """Check every loader argument; returns the checked options and the split's manifest.
+
+    Raises InputError for a bad argument (batch_size < 1, a resize of zero size,
+    rank >= world_size, start_batch past the end of the epoch, an unknown format, ...),
+    ManifestError / NotFoundError when ``location`` has no readable manifest, and
+    ManifestError / ShardError when a shard the manifest lists is missing or truncated."""
+    if isinstance(location, os.PathLike):
+        location = os.fspath(location)
+    if not isinstance(location, str) or not location:
+        raise InputError(f"location={location!r}: must be a path or URL string of a converted "
+                         f"split (the folder holding {MANIFEST_NAME})")
+    batch_size = _int("batch_size", batch_size, 1)
+    resize = check_resize(resize)
+    shuffle = _bool("shuffle", shuffle)
+    shuffle_buffer = _int("shuffle_buffer", shuffle_buffer, 0)
+    shard_shuffle = _bool("shard_shuffle", shard_shuffle)
+    seed = _int("seed", seed, 0)
+    epoch = _int("epoch", epoch, 0)
+    drop_last = _bool("drop_last", drop_last)
+    world_size = _int("world_size", world_size, 1)
+    rank = _int("rank", rank, 0)
+    if rank >= world_size:
+        raise InputError(f"rank={rank} is not below world_size={world_size}: ranks are "
+                         f"0 .. world_size - 1")
+    start_batch = _int("start_batch", start_batch, 0)
+    if not isinstance(format, str):
+        raise InputError(f"format={format!r}: must be 'auto', 'tar' or 'parquet'")
+    if cache_limit is not None:
+        cache_limit = _int("cache_limit", cache_limit, 1)
+    manifest = load_manifest(location, storage_options=storage_options)
+    fmt = choose_format(manifest, format)
+    check_shards_exist(location, manifest, fmt, storage_options)
+    opts = LoaderOptions(
+        location=location, batch_size=batch_size, resize=resize, shuffle=shuffle,
+        shuffle_buffer=shuffle_buffer, shard_shuffle=shard_shuffle, seed=seed, epoch=epoch,
+        drop_last=drop_last, rank=rank, world_size=world_size, start_batch=0, format=fmt,
+        storage_options=storage_options, cache_dir=None if cache_dir is None else os.fspath(cache_dir),
+        cache_limit=cache_limit, token=token)
+    total = opts.plan(manifest).num_batches
+    if total == 0:
+        raise InputError(
+            f"batch_size={batch_size}, world_size={world_size}, drop_last=True leave no batch for "
+            f"rank {rank} from the {manifest.num_samples} samples of {location}; use a smaller "
+            f"batch_size or drop_last=False")
+    if start_batch > total:
+        raise InputError(f"start_batch={start_batch}: the epoch has only {total} batches for "
+                         f"rank {rank} (valid: 0 .. {total})")
+    return opts.with_(start_batch=start_batch), manifest

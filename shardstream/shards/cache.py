@@ -1,0 +1,449 @@
+"""The shard cache: remote shards fetched whole, verified, and shared by the processes of a machine.
+
+:class:`ShardFetcher` turns "shard ``i`` of this split" into a local file holding exactly the
+bytes the manifest promises:
+
+- a local (or ``file://``) split: the shard file itself; nothing is copied;
+- a remote split (``http(s)://``, ``s3://``): a file in the cache directory, downloaded once per
+  machine.  The download goes to a temp file in the cache directory, its size and sha256 are
+  checked against the manifest, and only then is it renamed to its final name.  A mismatch is
+  fetched once more; a second mismatch is a :class:`ShardError` naming the shard and the URL.
+  Bad bytes are never left under a final name.
+
+Cache directory: ``cache_dir=``, else ``$SHARDSTREAM_CACHE_DIR``, else
+``platformdirs.user_cache_dir("shardstream")``.  Files are named
+``shards/<hash of the shard's URL>-<sha256 prefix>-<shard name>``, so a changed dataset never
+reuses stale bytes.
+
+Sharing between processes (DataLoader workers, several training jobs): every shard has a lock
+file (``locks/<same name>.lock``).  A process holds a *shared* ``flock`` on it while it uses the
+shard (from :meth:`ShardFetcher.local_file` until :meth:`ShardFetcher.release`), and an
+*exclusive* one while downloading it, so exactly one process downloads a shard while the others
+wait for it, and no process deletes a shard another one is using.
+
+``cache_limit`` (bytes, or a string such as ``"2GB"`` / ``"512MiB"``) bounds the bytes of the
+shard files in the cache directory.  Before a download, least-recently-used shards (by file
+modification time, refreshed on every use) that no process is using and that this process has
+not asked to prefetch are deleted until the new shard fits.  Shards in use are never deleted, so
+while the shards in use alone exceed the limit the cache grows past it by those shards; prefetching
+never does (a shard that does not fit is left to be fetched when it is needed).  A limit smaller than the largest shard is an
+:class:`InputError` at construction.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from ..errors import InputError, NotFoundError, ShardError, StorageError
+from . import storage
+
+CACHE_DIR_ENV = "SHARDSTREAM_CACHE_DIR"
+#: background download threads per fetcher
+PREFETCH_THREADS = 3
+
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
+          "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_size(value, what="cache_limit") -> int | None:
+    """Bytes from an int or a string like ``"2GB"``, ``"1.5 GiB"``, ``"500MB"`` (None -> None).
+
+    Decimal units (kB, MB, GB, TB) are powers of 1000, binary ones (KiB, MiB, GiB, TiB) of 1024.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise InputError(f"{what}={value!r}: give a number of bytes or a size such as '2GB'")
+    if isinstance(value, int):
+        n = value
+    elif isinstance(value, float) and value.is_integer():
+        n = int(value)
+    elif isinstance(value, str):
+        m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?)\s*([A-Za-z]*)\s*", value)
+        if not m or m.group(2).lower() not in _UNITS:
+            raise InputError(f"{what}={value!r}: not a size; write e.g. 2000000000, '2GB', "
+                             f"'500MB' or '1.5GiB'")
+        n = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    else:
+        raise InputError(f"{what}={value!r}: give a number of bytes or a size such as '2GB'")
+    if n <= 0:
+        raise InputError(f"{what}={value!r}: must be positive")
+    return n
+
+
+def default_cache_dir() -> str:
+    """``$SHARDSTREAM_CACHE_DIR`` if set, else the user cache dir (platformdirs)."""
+    env = os.environ.get(CACHE_DIR_ENV)
+    if env:
+        return os.path.expanduser(env)
+    import platformdirs
+
+    return platformdirs.user_cache_dir("shardstream")
+
+
+def _human(n: int) -> str:
+    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+class ShardFetcher:
+    """Local files holding the verified bytes of the shards of one split in one format.
+
+    ``location``: the split's location; ``manifest``: its :class:`Manifest`; ``fmt``: ``"tar"``
+    or ``"parquet"``; ``storage_options``: see :mod:`shardstream.shards.storage`; ``cache_dir``,
+    ``cache_limit``: see the module docs; ``token``: HTTP bearer token (http(s) locations only;
+    default ``$SHARDSTREAM_TOKEN``).
+
+    Safe to use from several threads, and from forked or spawned worker processes (each makes
+    its own thread pool and locks).
+    """
+
+    def __init__(self, location, manifest, fmt, *, storage_options=None, cache_dir=None,
+                 cache_limit=None, token=None):
+        self.location = storage.display(location)
+        self.manifest = manifest
+        self.fmt = fmt
+        try:
+            self.shards = tuple(manifest.shards[fmt])
+        except KeyError:
+            raise InputError(f"{self.location} has no {fmt!r} shards (it has "
+                             f"{', '.join(manifest.shards) or 'none'})") from None
+        self.remote = storage.is_remote(self.location)
+        opts = dict(storage_options or {})
+        if token is not None:
+            if not self.location.lower().startswith(("http://", "https://")):
+                raise InputError(f"token= is an HTTP bearer token, but {self.location} is not an "
+                                 f"http(s) location; for S3 use the AWS settings or "
+                                 f"storage_options (see docs/storage.md)")
+            opts["token"] = token
+        self.storage_options = opts
+        self.cache_limit = parse_size(cache_limit)
+        if not self.remote:
+            self.cache_dir = None
+            self._local = storage.local_path(self.location)
+            return
+        self.cache_dir = os.path.abspath(os.path.expanduser(cache_dir or default_cache_dir()))
+        if self.cache_limit is not None and self.shards:
+            largest = max(s.bytes for s in self.shards)
+            if self.cache_limit < largest:
+                name = max(self.shards, key=lambda s: s.bytes).name
+                raise InputError(f"cache_limit={cache_limit!r} ({_human(self.cache_limit)}) is "
+                                 f"smaller than shard {name} of {self.location} "
+                                 f"({_human(largest)}); raise cache_limit to at least "
+                                 f"{largest} bytes or leave it unset")
+        self._shard_dir = os.path.join(self.cache_dir, "shards")
+        self._lock_dir = os.path.join(self.cache_dir, "locks")
+        try:
+            os.makedirs(self._shard_dir, exist_ok=True)
+            os.makedirs(self._lock_dir, exist_ok=True)
+        except OSError as exc:
+            raise self._cache_error("creating the shard cache", exc) from exc
+        self._names = []
+        for info in self.shards:
+            url = storage.join(self.location, info.name)
+            key = hashlib.sha256(url.encode()).hexdigest()[:16]
+            self._names.append(f"{key}-{info.sha256[:16]}-{info.name}")
+        self._reset()
+
+    # -- per-process state -------------------------------------------------------------------
+
+    def _reset(self):
+        self._pid = os.getpid()
+        self._mutex = threading.RLock()
+        self._pins = {}          # shard index -> fd holding a shared flock
+        self._wanted = []        # prefetch queue, in order
+        self._queued = set()
+        self._failed = {}        # shard index -> ShardError from a prefetch
+        self._pool = None
+
+    def _check_pid(self):
+        if self.remote and os.getpid() != self._pid:
+            # a forked child: the parent's threads are gone and its lock fds are the parent's
+            for fd in list(self._pins.values()):
+                try:
+                    os.close(fd)      # closing our copy leaves the parent's lock alone
+                except OSError:
+                    pass
+            self._reset()
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        for key in ("_mutex", "_pins", "_wanted", "_queued", "_failed", "_pool"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if self.remote:
+            self._reset()
+
+    # -- public interface ----------------------------------------------------------------------
+
+    def local_file(self, shard_index: int) -> str:
+        """Path of a local file holding shard ``shard_index``'s verified bytes.
+
+        Remote shards are downloaded (once per machine) if not cached, and stay pinned (never
+        evicted) until :meth:`release`.  Raises :class:`ShardError` when the bytes do not match
+        the manifest twice, :class:`NotFoundError` / :class:`StorageError` when they cannot be
+        fetched, and :class:`StorageError` when the cache directory cannot be written.
+        """
+        i = self._index(shard_index)
+        if not self.remote:
+            return os.path.join(self._local, self.shards[i].name)
+        self._check_pid()
+        with self._mutex:
+            failed = self._failed.pop(i, None)
+        if failed is not None:
+            raise failed
+        self._fetch(i, pin=True, strict=False)
+        return os.path.join(self._shard_dir, self._names[i])
+
+    def prefetch(self, shard_indices) -> None:
+        """Start downloading these shards in the background, in this order (no-op locally).
+
+        Already queued or pinned shards are skipped; a shard that would make the cache grow past
+        ``cache_limit`` is not prefetched (it is fetched when :meth:`local_file` asks for it).
+        """
+        if not self.remote:
+            return
+        self._check_pid()
+        with self._mutex:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(PREFETCH_THREADS,
+                                                thread_name_prefix="shardstream-prefetch")
+            for idx in shard_indices:
+                i = self._index(idx)
+                if i in self._queued or i in self._pins:
+                    continue
+                self._queued.add(i)
+                self._wanted.append(i)
+                self._pool.submit(self._prefetch_one, i)
+
+    def release(self, shard_index: int) -> None:
+        """The current plan no longer needs shard ``shard_index``: it may be evicted."""
+        i = self._index(shard_index)
+        if not self.remote:
+            return
+        self._check_pid()
+        with self._mutex:
+            fd = self._pins.pop(i, None)
+            if i in self._wanted:
+                self._wanted.remove(i)
+            self._queued.discard(i)
+        if fd is not None:
+            os.close(fd)      # drops our shared lock
+
+    def close(self) -> None:
+        """Stop prefetching and release every shard (the fetcher may still be used after)."""
+        if not self.remote:
+            return
+        self._check_pid()
+        with self._mutex:
+            pool, self._pool = self._pool, None
+            self._wanted.clear()
+            self._queued.clear()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        with self._mutex:
+            pins, self._pins = self._pins, {}
+        for fd in pins.values():
+            os.close(fd)
+
+    def cache_path(self, shard_index: int) -> str | None:
+        """Where shard ``shard_index`` is (or would be) cached; None for local splits."""
+        if not self.remote:
+            return None
+        return os.path.join(self._shard_dir, self._names[self._index(shard_index)])
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _index(self, shard_index) -> int:
+        try:
+            i = int(shard_index)
+        except (TypeError, ValueError):
+            raise InputError(f"shard index {shard_index!r} is not an integer") from None
+        if not 0 <= i < len(self.shards):
+            raise InputError(f"shard index {i} out of range: {self.location} has "
+                             f"{len(self.shards)} {self.fmt} shards")
+        return i
+
+    def _url(self, i) -> str:
+        return storage.join(self.location, self.shards[i].name)
+
+    def _cache_error(self, what, exc):
+        if getattr(exc, "errno", None) == errno.ENOSPC:
+            why = "no space left on the device"
+        elif isinstance(exc, PermissionError):
+            why = "permission denied"
+        else:
+            why = str(exc)
+        return StorageError(f"{what} in {self.cache_dir} failed: {why}; free some space, set "
+                            f"cache_limit, or point cache_dir= / ${CACHE_DIR_ENV} at a writable "
+                            f"folder with room")
+
+    def _open_lock(self, i) -> int:
+        path = os.path.join(self._lock_dir, self._names[i] + ".lock")
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise self._cache_error(f"creating the lock file for shard {self.shards[i].name}",
+                                    exc) from exc
+
+    def _valid(self, i) -> bool:
+        path = os.path.join(self._shard_dir, self._names[i])
+        try:
+            ok = os.stat(path).st_size == self.shards[i].bytes
+        except FileNotFoundError:
+            return False
+        if not ok:           # only a foreign hand can do this; never trust it
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        return ok
+
+    def _prefetch_one(self, i):
+        if os.getpid() != self._pid:
+            return
+        with self._mutex:
+            if i not in self._queued:        # released or closed meanwhile
+                return
+        try:
+            self._fetch(i, pin=False, strict=True)
+        except (ShardError, NotFoundError) as exc:    # final answers: not fetched again
+            with self._mutex:
+                self._failed[i] = exc
+        except Exception:  # noqa: BLE001 - local_file fetches again and reports the error
+            pass
+
+    def _fetch(self, i, *, pin, strict):
+        """Make shard i present and valid; keep a shared lock on it if ``pin``."""
+        with self._mutex:
+            if i in self._pins:
+                path = os.path.join(self._shard_dir, self._names[i])
+                if pin:
+                    _touch(path)
+                return
+        fd = self._open_lock(i)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            if not self._valid(i):
+                fcntl.flock(fd, fcntl.LOCK_EX)          # one downloader; the others wait here
+                with self._mutex:
+                    failed = self._failed.pop(i, None) if pin else None
+                if failed is not None:                  # a prefetch thread just found it bad
+                    raise failed
+                if not self._valid(i):
+                    if not self._make_room(self.shards[i].bytes, i, strict=strict):
+                        return                          # prefetch: no room now; fetched on demand
+                    self._download(i)
+                fcntl.flock(fd, fcntl.LOCK_SH)
+            _touch(os.path.join(self._shard_dir, self._names[i]))
+            if pin:
+                with self._mutex:
+                    old = self._pins.get(i)
+                    self._pins[i] = fd
+                    fd = old
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    def _download(self, i):
+        info = self.shards[i]
+        url = self._url(i)
+        final = os.path.join(self._shard_dir, self._names[i])
+        problem = None
+        for _attempt in range(2):
+            data = storage.read_bytes(url, self.storage_options)
+            if len(data) != info.bytes:
+                problem = f"{len(data)} bytes, the manifest says {info.bytes}"
+                continue
+            digest = hashlib.sha256(data).hexdigest()
+            if digest != info.sha256:
+                problem = f"sha256 {digest}, the manifest says {info.sha256}"
+                continue
+            try:
+                storage.atomic_write_local(final, data)
+            except OSError as exc:
+                raise self._cache_error(f"caching shard {info.name} of {self.location}",
+                                        exc) from exc
+            return
+        raise ShardError(f"shard {info.name} fetched from {url} does not match the manifest "
+                         f"(twice): {problem}; the data at the location is damaged or was "
+                         f"changed without its manifest — run `shardstream verify "
+                         f"{self.location}` and re-upload the shard")
+
+    def _make_room(self, need, i, *, strict) -> bool:
+        """Evict LRU shards until ``need`` more bytes fit under the limit.
+
+        Never evicts a shard in use (by any process) or queued for prefetch here.  Returns False
+        when ``strict`` and the room cannot be made; without ``strict`` it proceeds anyway (the
+        shards in use are needed; the limit is exceeded only by them).
+        """
+        if self.cache_limit is None:
+            return True
+        with self._mutex:
+            keep = {self._names[j] for j in self._pins} | {self._names[j] for j in self._wanted
+                                                            if j != i}
+        entries = []
+        total = 0
+        try:
+            with os.scandir(self._shard_dir) as it:
+                for entry in it:
+                    if entry.name.startswith(".") or not entry.is_file():
+                        continue
+                    try:
+                        st = entry.stat()
+                    except FileNotFoundError:
+                        continue
+                    total += st.st_size
+                    entries.append((st.st_mtime, entry.name, st.st_size))
+        except OSError as exc:
+            raise self._cache_error("listing the shard cache", exc) from exc
+        if total + need <= self.cache_limit:
+            return True
+        entries.sort()
+        for _mtime, name, nbytes in entries:
+            if total + need <= self.cache_limit:
+                break
+            if name in keep or name == self._names[i]:
+                continue
+            if _evict(os.path.join(self._shard_dir, name),
+                      os.path.join(self._lock_dir, name + ".lock")):
+                total -= nbytes
+        return total + need <= self.cache_limit or not strict
+
+
+def _touch(path):
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
+def _evict(path, lock_path) -> bool:
+    """Delete a cached shard unless some process holds a lock on it. True if deleted."""
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return False
+        return True
+    finally:
+        os.close(fd)

@@ -1,0 +1,170 @@
+"""``shardstream upload``: copy a finished local conversion to another location, verified.
+
+``upload(src, dest)`` finds every split under ``src`` (a split folder holding manifest.json, a
+dataset folder of splits, or a root of datasets) and copies each to
+``<dest>/<dataset>/<split>/`` (names from its manifest), the same layout ``convert`` writes, so
+``shardstream upload shards/ s3://bucket/datasets`` gives ``s3://bucket/datasets/fashion-mnist/train``.
+
+For each split:
+
+1. every local shard is checked against the manifest first (size and sha256), so a damaged
+   conversion is never published;
+2. a destination manifest that differs from the one being uploaded is removed first, so the
+   destination never looks finished while its shards are being replaced;
+3. shards are uploaded in parallel (``jobs``), each re-read after writing and checked (size and
+   sha256); a shard already at the destination with the right size and sha256 is skipped, which
+   makes an interrupted upload restartable;
+4. ``manifest.json`` is written last, byte-identical to the local one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from ..errors import InputError, ManifestError, ShardError, StorageError
+from . import storage
+
+MANIFEST_NAME = "manifest.json"
+
+
+@dataclass
+class UploadReport:
+    """What :func:`upload` did: ``splits`` destination locations written, ``uploaded`` /
+    ``skipped`` shard counts (skipped = already present and verified), ``bytes_uploaded``."""
+
+    splits: list = field(default_factory=list)
+    uploaded: int = 0
+    skipped: int = 0
+    bytes_uploaded: int = 0
+
+    def summary(self) -> str:
+        """One line for the command line."""
+        return (f"uploaded {self.uploaded} shard(s) ({self.bytes_uploaded:,} bytes), skipped "
+                f"{self.skipped} already present and verified, in {len(self.splits)} split(s): "
+                + ", ".join(self.splits))
+
+
+def find_splits(src) -> list[str]:
+    """Local split folders (holding manifest.json) at ``src``, ``src/*`` or ``src/*/*``, sorted."""
+    root = storage.local_path(src)
+    if root is None:
+        raise InputError(f"upload source {src!r} is remote; upload copies a local conversion "
+                         f"(a folder written by 'shardstream convert')")
+    if not os.path.isdir(root):
+        raise InputError(f"upload source {src}: no such folder")
+    if os.path.isfile(os.path.join(root, MANIFEST_NAME)):
+        return [root]
+    found = []
+    for depth in (1, 2):
+        pattern_dirs = [root]
+        for _ in range(depth):
+            pattern_dirs = [os.path.join(d, n) for d in pattern_dirs if os.path.isdir(d)
+                            for n in sorted(os.listdir(d)) if os.path.isdir(os.path.join(d, n))]
+        found += [d for d in pattern_dirs if os.path.isfile(os.path.join(d, MANIFEST_NAME))]
+        if found:
+            return sorted(found)
+    raise InputError(f"upload source {src}: no {MANIFEST_NAME} in it or in its sub-folders "
+                     f"(two levels down); upload needs a finished conversion — run 'shardstream "
+                     f"convert' first (a folder without a manifest is an unfinished one)")
+
+
+def _sha256(data) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def upload(src, dest, progress=True, jobs=4, storage_options=None) -> UploadReport:
+    """Copy every split under local ``src`` to ``<dest>/<dataset>/<split>/``, verified.
+
+    ``jobs``: shards uploaded at once; ``storage_options``: for ``dest`` (see docs/storage.md).
+    Returns an :class:`UploadReport`.  Raises :class:`InputError` for a source without a
+    manifest, :class:`ShardError` when a local shard does not match its manifest, and
+    :class:`StorageError` when an uploaded object reads back wrong twice.
+    """
+    from tqdm.auto import tqdm
+
+    from .manifest import Manifest
+
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise InputError(f"jobs={jobs!r}: must be a positive integer")
+    if storage.local_path(dest) is None and dest.lower().startswith(("http://", "https://")):
+        raise InputError(f"upload destination {dest}: http(s) locations are read-only; upload to "
+                         f"s3://bucket/prefix or a local folder (and serve it with "
+                         f"'shardstream serve')")
+    report = UploadReport()
+    plans = []
+    for split_dir in find_splits(src):
+        manifest_path = os.path.join(split_dir, MANIFEST_NAME)
+        with open(manifest_path, "rb") as f:
+            manifest_bytes = f.read()
+        try:
+            text = manifest_bytes.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ManifestError(f"{manifest_path} is not UTF-8 text; re-run the conversion") from None
+        manifest = Manifest.from_json(text, manifest_path)
+        target = storage.join(dest, manifest.dataset, manifest.split)
+        shards = [info for fmt in manifest.formats for info in manifest.shards[fmt]]
+        plans.append((split_dir, target, manifest_bytes, shards))
+
+    total = sum(info.bytes for _, _, _, shards in plans for info in shards)
+    with tqdm(total=total, unit="B", unit_scale=True, disable=not progress,
+              desc="upload") as bar, ThreadPoolExecutor(jobs) as pool:
+        for split_dir, target, manifest_bytes, shards in plans:
+            manifest_loc = storage.join(target, MANIFEST_NAME)
+            if storage.exists(manifest_loc, storage_options):
+                if storage.read_bytes(manifest_loc, storage_options) != manifest_bytes:
+                    storage.remove(manifest_loc, storage_options)
+            futures = [pool.submit(_copy_shard, split_dir, target, info, storage_options, bar)
+                       for info in shards]
+            try:
+                for future in futures:
+                    uploaded = future.result()
+                    if uploaded:
+                        report.uploaded += 1
+                        report.bytes_uploaded += uploaded
+                    else:
+                        report.skipped += 1
+            except BaseException:
+                for future in futures:          # stop at the first failure
+                    future.cancel()
+                raise
+            storage.write_bytes(manifest_loc, manifest_bytes, storage_options)
+            report.splits.append(target)
+    return report
+
+
+def _copy_shard(split_dir, target, info, storage_options, bar) -> int:
+    """Upload one shard unless already there and verified; returns bytes uploaded (0 = skipped)."""
+    local = os.path.join(split_dir, info.name)
+    remote = storage.join(target, info.name)
+    try:
+        with open(local, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise ShardError(f"shard {info.name} listed in {split_dir}/{MANIFEST_NAME} cannot be read "
+                         f"({exc}); re-run the conversion") from exc
+    if len(data) != info.bytes or _sha256(data) != info.sha256:
+        raise ShardError(f"local shard {local} does not match its manifest (size or sha256); "
+                         f"nothing damaged is uploaded — run 'shardstream verify {split_dir}' "
+                         f"and re-run the conversion")
+    if _present(remote, info, storage_options):
+        bar.update(info.bytes)
+        return 0
+    for _attempt in range(2):
+        storage.write_bytes(remote, data, storage_options)
+        if _present(remote, info, storage_options):
+            bar.update(info.bytes)
+            return info.bytes
+    raise StorageError(f"uploaded shard {remote} reads back different from {local} (twice); "
+                       f"check the destination store, then run the upload again (it resumes)")
+
+
+def _present(remote, info, storage_options) -> bool:
+    """True when ``remote`` exists with the manifest's size and sha256."""
+    if not storage.exists(remote, storage_options):
+        return False
+    if storage.size(remote, storage_options) != info.bytes:
+        return False
+    return _sha256(storage.read_bytes(remote, storage_options)) == info.sha256
