@@ -316,3 +316,30 @@ def fault_proxy():
     yield make
     for proxy in proxies:
         proxy.close()
+
+
+@pytest.fixture
+def shard_server():
+    """Factory: ``shard_server(root, token=None, quiet=True)`` -> base URL
+    (``http://127.0.0.1:PORT``, no trailing slash) of a running ``shardstream serve`` server
+    (:mod:`shardstream.shards.server`) for ``root``, on 127.0.0.1 and a free port, in its own
+    event loop thread.  Every server started is stopped after the test."""
+    from shardstream.shards.server import make_app, start_app
+
+    running = []
+
+    def make(root, token=None, quiet=True):
+        lt = _LoopThread()
+        try:
+            runner, url = lt.run(start_app(make_app(root, token=token, quiet=quiet),
+                                           "127.0.0.1", 0, shutdown_timeout=5.0))
+        except BaseException:
+            lt.stop()
+            raise
+        running.append((lt, runner))
+        return url
+
+    yield make
+    for lt, runner in running:
+        lt.run(runner.cleanup())
+        lt.stop()

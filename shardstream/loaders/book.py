@@ -1,0 +1,307 @@
+"""The data module of *Dive into Deep Learning* §4.2, backed by shards.
+
+The chapter's ``d2l.FashionMNIST(batch_size=64, resize=(28, 28))`` with the same members --
+``train``, ``val``, ``text_labels``, ``get_dataloader``, ``train_dataloader``,
+``val_dataloader``, ``visualize`` -- for PyTorch (default) or TensorFlow::
+
+    data = FashionMNIST(batch_size=64, resize=(32, 32), root="shards")   # framework="tf" too
+    len(data.train), len(data.val)            # (60000, 10000)
+    X, y = next(iter(data.train_dataloader()))
+    data.visualize((X, y))
+
+``root`` is a location (a folder, ``http(s)://``, ``s3://``) holding ``<dataset>/train`` and
+``<dataset>/test`` as written by ``shardstream convert``; when it is a folder without them the
+module converts the raw dataset once (from files found on this machine, or downloaded). ``val``
+is the test split, as in the chapter.
+
+Framework tensors are made by the adapters (:mod:`.torch_loader`, :mod:`.tf_loader`); this
+module imports neither framework.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+from ..errors import InputError, NotFoundError, ShardstreamError
+from ..shards import storage
+from ..shards.manifest import MANIFEST_NAME, load_manifest
+from .options import check_resize
+from .resize import to_float
+from .show import show_images
+
+FRAMEWORKS = ("torch", "tf")
+#: decoded shards kept by a map-style dataset (random access reads whole shards)
+SHARD_CACHE = 2
+#: the split that plays the chapter's ``val``
+VAL_SPLIT = "test"
+
+
+def _adapter(framework):
+    """The adapter module of ``framework`` (imports torch or tensorflow on first use)."""
+    if framework == "torch":
+        from . import torch_loader
+
+        return torch_loader
+    if framework == "tf":
+        from . import tf_loader
+
+        return tf_loader
+    raise InputError(f"framework={framework!r}: choose 'torch' or 'tf'")
+
+
+def _indices(indices):
+    """Class indices from an int, list, numpy array, torch or tf tensor -> int64 (n,)."""
+    if hasattr(indices, "detach"):
+        indices = indices.detach().cpu()
+    a = np.asarray(indices)
+    if a.dtype.kind not in "iu":
+        raise InputError(f"text_labels: expected integer class indices, got {a.dtype} values")
+    return a.reshape(-1).astype(np.int64)
+
+
+class SplitDataset:
+    """Map-style view of one converted split: ``len(ds)`` samples, ``ds[i]`` -> (image, label).
+
+    The image is the sample with ``resize`` applied (:func:`to_float`, float32 in [0, 1]) as a
+    framework tensor -- torch: (C, h, w), tf: (h, w, C) -- and the label a Python int. Random
+    access by global index: the shard holding ``i`` is found with ``np.searchsorted`` on the
+    manifest's offsets, read whole and kept in a small LRU of decoded shards, so neighbouring
+    indices cost one shard read. Negative indices count from the end.
+    """
+
+    def __init__(self, location, *, resize=None, framework="torch", format="auto",
+                 storage_options=None):
+        from .execute import open_stream
+
+        self.location = location
+        self.framework = framework
+        self.resize = check_resize(resize)
+        self._source = open_stream(location, format=format, storage_options=storage_options)
+        self.manifest = self._source.manifest
+        self._offsets = np.asarray(self.manifest.offsets, dtype=np.int64)
+        self._shards = OrderedDict()
+
+    def __len__(self):
+        return int(self.manifest.num_samples)
+
+    def __repr__(self):
+        return (f"SplitDataset({self.location!r}, {len(self)} samples, resize={self.resize}, "
+                f"framework={self.framework!r})")
+
+    def _shard(self, s):
+        """Decoded shard ``s``: images uint8 (n, H, W, C), labels int64 (n,) (LRU-cached)."""
+        if s in self._shards:
+            self._shards.move_to_end(s)
+        else:
+            self._shards[s] = self._source.load(s)
+            while len(self._shards) > SHARD_CACHE:
+                self._shards.popitem(last=False)
+        return self._shards[s]
+
+    def sample(self, index):
+        """Sample ``index`` as numpy: image float32 (h, w, C) in [0, 1], label int."""
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+            raise InputError(f"index {index!r}: expected an integer sample index")
+        n = len(self)
+        i = int(index) + n if index < 0 else int(index)
+        if not 0 <= i < n:
+            raise IndexError(f"sample index {index} is out of range for {self.location} "
+                             f"({n} samples)")
+        s = int(np.searchsorted(self._offsets, i, side="right") - 1)
+        images, labels = self._shard(s)
+        j = i - int(self._offsets[s])
+        return to_float(images[j:j + 1], self.resize)[0], int(labels[j])
+
+    def __getitem__(self, index):
+        image, label = self.sample(index)
+        return _adapter(self.framework).image_tensor(image), label
+
+
+class EpochLoader:
+    """The chapter's data loader: iterate it once per epoch.
+
+    Each pass (``iter``) is one epoch of the streaming loader; pass ``k`` uses epoch ``k``
+    (a new shuffle each time, reproducible from ``seed``), like a shuffled
+    ``torch.utils.data.DataLoader``. ``set_epoch(e)`` makes the next pass epoch ``e``.
+    ``len()`` is the number of batches of a pass.
+    """
+
+    def __init__(self, module, train):
+        self.module = module
+        self.train = train
+        self.epoch = 0
+        self._torch = None
+        location = module._location("train" if train else VAL_SPLIT)
+        kw = dict(batch_size=module.batch_size, resize=module._resize, shuffle=train,
+                  shuffle_buffer=module.shuffle_buffer, seed=module.seed, format=module.format,
+                  storage_options=module.storage_options)
+        self.location, self._kw = location, kw
+        if module.framework == "torch":
+            from .torch_loader import torch_loader
+
+            self._torch = torch_loader(location, num_workers=module.num_workers, **kw)
+            self._len = len(self._torch)
+        else:
+            from .plan import plan_epoch
+
+            self.loader(0)  # checks the arguments now, as the torch loader does
+            sizes = load_manifest(location, storage_options=module.storage_options).shard_sizes
+            self._len = plan_epoch(sizes, batch_size=module.batch_size, shuffle=False).num_batches
+
+    def loader(self, epoch):
+        """The framework loader of ``epoch``: a torch ``ShardLoader`` or a ``tf.data.Dataset``."""
+        if self._torch is not None:
+            self._torch.set_epoch(epoch)
+            return self._torch
+        from .tf_loader import tf_dataset
+
+        return tf_dataset(self.location, epoch=epoch,
+                          num_parallel=max(self.module.num_workers, 1), **self._kw)
+
+    def set_epoch(self, epoch):
+        """Make the next pass epoch ``epoch``."""
+        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
+            raise InputError(f"set_epoch({epoch!r}): the epoch must be an integer >= 0")
+        self.epoch = int(epoch)
+
+    def __len__(self):
+        return int(self._len)
+
+    def __iter__(self):
+        epoch = self.epoch
+        self.epoch += 1
+        return iter(self.loader(epoch))
+
+
+class DataModule:
+    """A D2L-style data module over a converted dataset (``shardstream datasets`` lists them).
+
+    Arguments: ``name`` (``"fashion-mnist"``, ``"mnist"``, ``"kmnist"`` or any converted
+    dataset's name), ``batch_size``, ``resize`` ((h, w); ``None`` or the stored size = no
+    resize), ``root`` (location holding ``<name>/train`` and ``<name>/test``), ``framework``
+    (``"torch"`` or ``"tf"``), ``num_workers`` (DataLoader workers; tf: parallel readers),
+    ``seed``, ``shuffle_buffer`` (samples; see docs/determinism.md), ``format`` (``"auto"``,
+    ``"tar"``, ``"parquet"``), ``raw`` (folder of raw files for the one-time conversion),
+    ``storage_options`` (remote roots).
+    """
+
+    def __init__(self, name, batch_size=64, resize=None, root="shards", framework="torch",
+                 num_workers=0, seed=0, shuffle_buffer=10_000, format="auto", raw=None,
+                 storage_options=None):
+        if framework not in FRAMEWORKS:
+            raise InputError(f"framework={framework!r}: choose 'torch' or 'tf'")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+                or batch_size < 1:
+            raise InputError(f"batch_size={batch_size!r}: must be a positive integer")
+        if isinstance(num_workers, bool) or not isinstance(num_workers, (int, np.integer)) \
+                or num_workers < 0:
+            raise InputError(f"num_workers={num_workers!r}: must be an integer >= 0")
+        self.name, self.root, self.framework = name, str(root), framework
+        self.batch_size, self.num_workers = int(batch_size), int(num_workers)
+        self.seed, self.shuffle_buffer, self.format = seed, shuffle_buffer, format
+        self.storage_options = storage_options
+        self.resize = check_resize(resize)
+        self._ensure_converted(raw)
+        self.train = SplitDataset(self._location("train"), resize=self._resize_for("train"),
+                                  framework=framework, format=format,
+                                  storage_options=storage_options)
+        self.val = SplitDataset(self._location(VAL_SPLIT), resize=self._resize_for(VAL_SPLIT),
+                                framework=framework, format=format,
+                                storage_options=storage_options)
+        self.classes = tuple(self.train.manifest.classes)
+        self._resize = self.train.resize
+
+    def _location(self, split):
+        return storage.join(self.root, self.name, split)
+
+    def _resize_for(self, split):
+        """``self.resize``, or None when it equals the stored image size (no resampling)."""
+        if self.resize is None:
+            return None
+        manifest = load_manifest(self._location(split), storage_options=self.storage_options)
+        return None if tuple(self.resize) == tuple(manifest.image_shape[:2]) else self.resize
+
+    def _converted(self):
+        for split in ("train", VAL_SPLIT):
+            where = storage.join(self._location(split), MANIFEST_NAME)
+            try:
+                if not storage.exists(where, storage_options=self.storage_options):
+                    return False
+            except NotFoundError:
+                return False
+        return True
+
+    def _ensure_converted(self, raw):
+        """Convert ``name`` into ``root`` once, when ``root`` does not hold it yet."""
+        if self._converted():
+            return
+        from ..converters.convert import convert
+        from ..converters.datasets import DATASETS
+
+        if self.name not in DATASETS:
+            raise NotFoundError(
+                f"{self._location('train')} holds no converted data for {self.name!r}, and "
+                f"{self.name!r} is not a dataset shardstream can fetch ({', '.join(DATASETS)}); "
+                f"convert it first (`shardstream convert imagefolder DIR {self.root}`) or check "
+                f"root=")
+        print(f"{self.root} has no converted {self.name}; converting it once "
+              f"(`shardstream convert {self.name} {self.root}`) ...")
+        try:
+            convert(self.name, self.root, raw=raw)
+        except ShardstreamError as exc:
+            raise type(exc)(
+                f"{exc}\n(no internet? `shardstream synth {self.name} raw/` writes a synthetic "
+                f"stand-in in the same format; then pass raw='raw/')") from exc
+
+    def text_labels(self, indices):
+        """Class names of ``indices`` (an int, a list, a numpy array, a torch or tf tensor)."""
+        idx = _indices(indices)
+        bad = idx[(idx < 0) | (idx >= len(self.classes))]
+        if len(bad):
+            raise InputError(f"text_labels: class index {int(bad[0])} is outside 0..."
+                             f"{len(self.classes) - 1} ({self.name} has {len(self.classes)} classes)")
+        return [self.classes[i] for i in idx]
+
+    def get_dataloader(self, train):
+        """The streaming loader of the training split (``train=True``; shuffled, a new epoch
+        each pass) or of the validation split (in order). See :class:`EpochLoader`."""
+        return EpochLoader(self, bool(train))
+
+    def train_dataloader(self):
+        return self.get_dataloader(train=True)
+
+    def val_dataloader(self):
+        return self.get_dataloader(train=False)
+
+    def visualize(self, batch, nrows=1, ncols=8, labels=[]):
+        """Draw ``batch = (X, y)`` as the chapter does: the first ``nrows * ncols`` images with
+        their text labels (``labels`` if given). Returns the picture (a PIL image: shown inline
+        in Jupyter, ``.save("batch.png")`` writes it)."""
+        X, y = batch
+        if not len(labels):
+            labels = self.text_labels(y)
+        return show_images(X, nrows, ncols, titles=labels)
+
+
+class FashionMNIST(DataModule):
+    """Fashion-MNIST (Xiao et al., 2017): 60,000 + 10,000 grey 28x28 images of 10 clothes
+    classes. ``FashionMNIST(batch_size=64, resize=(28, 28))`` as in D2L §4.2."""
+
+    def __init__(self, batch_size=64, resize=(28, 28), **kw):
+        super().__init__("fashion-mnist", batch_size=batch_size, resize=resize, **kw)
+
+
+class MNIST(DataModule):
+    """MNIST handwritten digits: 60,000 + 10,000 grey 28x28 images, classes '0' .. '9'."""
+
+    def __init__(self, batch_size=64, resize=(28, 28), **kw):
+        super().__init__("mnist", batch_size=batch_size, resize=resize, **kw)
+
+
+class KMNIST(DataModule):
+    """Kuzushiji-MNIST: 60,000 + 10,000 grey 28x28 images of 10 cursive Japanese characters."""
+
+    def __init__(self, batch_size=64, resize=(28, 28), **kw):
+        super().__init__("kmnist", batch_size=batch_size, resize=resize, **kw)
