@@ -343,3 +343,83 @@ def shard_server():
     for lt, runner in running:
         lt.run(runner.cleanup())
         lt.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# hand-made splits (issue 2 formats): shards written directly with formats.write_shard, so the
+# format tests do not depend on the converters.
+
+
+def write_test_split(folder, *, n=50, shard_size=16, shape=(6, 5, 1), encoding="npy",
+                     formats=("tar", "parquet"), classes=("zero", "one", "two"), seed=0,
+                     split="train", dataset="toy"):
+    """Write a split of ``n`` random (H, W, C) = ``shape`` uint8 images with labels into
+    ``folder`` (shards of ``shard_size`` + manifest.json) and return ``(manifest, images,
+    labels)``.  Images have structure (a dark border, a bright blob) so PNG compresses."""
+    import hashlib
+    import io
+    import pathlib
+
+    import numpy as np
+
+    from shardstream.shards.formats import shard_name, write_shard
+    from shardstream.shards.manifest import Manifest, ShardInfo
+
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n,) + tuple(shape), dtype=np.uint8)
+    images[:, 0] = 0
+    labels = rng.integers(0, len(classes), n)
+    shards = {}
+    for fmt in formats:
+        infos = []
+        for index, start in enumerate(range(0, n, shard_size)):
+            stop = min(start + shard_size, n)
+            buf = io.BytesIO()
+            write_shard(fmt, buf, start, images[start:stop], labels[start:stop], encoding, classes)
+            data = buf.getvalue()
+            name = shard_name(split, index, fmt)
+            (folder / name).write_bytes(data)
+            infos.append(ShardInfo(name, stop - start, len(data), hashlib.sha256(data).hexdigest()))
+        shards[fmt] = tuple(infos)
+    manifest = Manifest(dataset=dataset, split=split, num_samples=n, image_shape=tuple(shape),
+                        encoding=encoding, classes=tuple(classes),
+                        label_counts=tuple(np.bincount(labels, minlength=len(classes)).tolist()),
+                        shards=shards, source={"synthetic": True, "generator": "tests", "seed": seed})
+    (folder / "manifest.json").write_text(manifest.to_json())
+    return manifest, images, labels
+
+
+@pytest.fixture
+def make_split(tmp_path):
+    """Factory: ``make_split(name="split", **kw)`` writes a hand-made split under ``tmp_path``
+    with :func:`write_test_split` and returns ``(location, manifest, images, labels)``."""
+
+    def make(name="split", **kw):
+        folder = tmp_path / name
+        manifest, images, labels = write_test_split(folder, **kw)
+        return str(folder), manifest, images, labels
+
+    return make
+
+
+# ---------------------------------------------------------------------------------------------
+# loader tests (issue 3): small hand-made splits, independent of the converters.
+
+
+@pytest.fixture(scope="session")
+def loader_splits(tmp_path_factory):
+    """Splits for the loader tests, written once per session with :func:`write_test_split`:
+    ``{"npy": ..., "png": ..., "rgb": ...}``, each ``(location, images, labels)``.  ``npy``
+    and ``png``: the same 1,000 (28, 28, 1) images in 8 shards of 128 (the last 104), tar +
+    parquet; ``rgb``: 300 (9, 7, 3) images in shards of 64.  Every image is distinct."""
+    root = tmp_path_factory.mktemp("loader_splits")
+    out = {}
+    for name, kw in (("npy", dict(n=1000, shard_size=128, shape=(28, 28, 1), encoding="npy")),
+                     ("png", dict(n=1000, shard_size=128, shape=(28, 28, 1), encoding="png")),
+                     ("rgb", dict(n=300, shard_size=64, shape=(9, 7, 3), encoding="npy",
+                                  seed=1))):
+        _, images, labels = write_test_split(root / name, classes=tuple("abcdefghij"), **kw)
+        out[name] = (str(root / name), images, labels)
+    return out

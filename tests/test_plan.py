@@ -201,6 +201,18 @@ def test_accepts_a_manifest_like_object_and_numpy_sizes():
     assert np.array_equal(a.ids, b.ids) and np.array_equal(a.ids, c.ids)
 
 
+def test_accepts_a_manifest():
+    from shardstream.shards.manifest import Manifest, ShardInfo
+
+    shards = tuple(ShardInfo(f"train-{i:06d}.tar", n, 1000, "0" * 64) for i, n in enumerate(SIZES_10))
+    manifest = Manifest(dataset="fashion-mnist", split="train", num_samples=1000, image_shape=(28, 28, 1),
+                        encoding="npy", classes=tuple("abcdefghij"), label_counts=(100,) * 10,
+                        shards={"tar": shards}, source={"synthetic": True})
+    plan = plan_epoch(manifest, batch_size=64, seed=2, shuffle_buffer=300)
+    assert np.array_equal(plan.ids, plan_epoch(SIZES_10, batch_size=64, seed=2, shuffle_buffer=300).ids)
+    assert np.array_equal(shard_of(plan.ids, manifest.offsets), np.repeat(np.arange(8), SIZES_10)[plan.ids])
+
+
 def test_plan_arrays_are_read_only():
     plan = plan_epoch(SIZES, batch_size=2)
     with pytest.raises(ValueError):
@@ -381,6 +393,8 @@ def test_shard_of_needed_shards_and_uses():
     (dict(batch_size=2, seed=-1), "seed=-1"),
     (dict(batch_size=2, epoch=-2), "epoch=-2"),
     (dict(batch_size=20, drop_last=True), "no batch.*batch_size=20"),
+    (dict(batch_size=2, shuffle="yes"), "shuffle='yes'"),
+    (dict(batch_size=2, drop_last=1), "drop_last=1"),
 ])
 def test_bad_arguments(kw, match):
     with pytest.raises(InputError, match=match):

@@ -164,11 +164,12 @@ def profile_epoch(location, *, batch_size, resize=None, format="auto", seed=0, e
     return t
 
 
-def add_profile(rows, location, *, resize=None, format="auto", seed=0):
+def add_profile(rows, location, *, resize=None, format="auto", seed=0, repeats=3):
     """Add a breakdown to every row with ``workers == 0`` (one process, so the parts add up):
     ``read_s``, ``decode_s``, ``gather_s``, ``resize_s`` from :func:`profile_epoch` and
     ``handoff_s`` = the row's median epoch − their sum − the plan's time (the framework's part:
-    tensor creation, DataLoader / tf.data machinery, Python iteration). Rows with workers run
+    tensor creation, DataLoader / tf.data machinery, Python iteration); each part is the median
+    of ``repeats`` instrumented epochs (epochs 0, 1, ...). Rows with workers run
     the same work in parallel processes, so no breakdown is attached to them."""
     parts = {}
     for row in rows:
@@ -176,8 +177,9 @@ def add_profile(rows, location, *, resize=None, format="auto", seed=0):
             continue
         b = row["batch_size"]
         if b not in parts:
-            parts[b] = profile_epoch(location, batch_size=b, resize=resize, format=format,
-                                     seed=seed)
+            runs = [profile_epoch(location, batch_size=b, resize=resize, format=format, seed=seed,
+                                  epoch=e) for e in range(repeats)]
+            parts[b] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
         p = parts[b]
         core = p["plan"] + p["read"] + p["decode"] + p["gather"] + p["resize"]
         row.update(read_s=p["read"], decode_s=p["decode"], gather_s=p["gather"],
@@ -216,7 +218,7 @@ def bench_command(location, frameworks=FRAMEWORKS, batch_sizes=(64,), workers=(0
     manifest = load_manifest(location)
     rows = bench(location, frameworks, batch_sizes, workers, epochs, resize=resize, format=format)
     if profile:
-        add_profile(rows, location, resize=resize, format=format)
+        add_profile(rows, location, resize=resize, format=format, repeats=epochs)
     if as_json:
         print(json.dumps(rows, indent=1))
         return rows

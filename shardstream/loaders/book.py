@@ -38,17 +38,16 @@ SHARD_CACHE = 2
 VAL_SPLIT = "test"
 
 
-def _adapter(framework):
-    """The adapter module of ``framework`` (imports torch or tensorflow on first use)."""
+def _image_tensor(framework, image):
+    """float32 (h, w, C) -> the framework's image: torch (C, h, w) tensor, tf (h, w, C) tensor
+    (the layouts of the loaders' batches)."""
     if framework == "torch":
-        from . import torch_loader
+        from .torch_loader import torch
 
-        return torch_loader
-    if framework == "tf":
-        from . import tf_loader
+        return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+    from .tf_loader import tf
 
-        return tf_loader
-    raise InputError(f"framework={framework!r}: choose 'torch' or 'tf'")
+    return tf.convert_to_tensor(image)
 
 
 def _indices(indices):
@@ -116,7 +115,7 @@ class SplitDataset:
 
     def __getitem__(self, index):
         image, label = self.sample(index)
-        return _adapter(self.framework).image_tensor(image), label
+        return _image_tensor(self.framework, image), label
 
 
 class EpochLoader:

@@ -129,24 +129,21 @@ def shuffle_stream(stream: np.ndarray, buffer: int, rng: np.random.Generator) ->
         return stream[rng.permutation(n)]
     slots = rng.integers(b, size=n - b)
     perm = rng.permutation(b)
-    order = _stable_argsort(slots, b)  # draw times, grouped by slot, in time order
-    s_sorted = slots[order]
-    written = stream[b + order]  # the id each draw puts into its slot
-    first = np.empty(order.size, dtype=bool)
-    first[0] = True
-    np.not_equal(s_sorted[1:], s_sorted[:-1], out=first[1:])
-    # What each draw finds in its slot: the previous write to that slot, else the slot's first id.
-    found = np.empty_like(written)
-    found[1:] = written[:-1]
-    found[first] = stream[s_sorted[first]]
+    order = _stable_argsort(slots, b)  # draw times grouped by slot, in time order within a slot
+    counts = np.bincount(slots, minlength=b)
+    ends = np.cumsum(counts)
+    drawn = np.flatnonzero(counts)  # slots drawn at least once
+    firsts = (ends - counts)[drawn]  # where each drawn slot's group starts in `order`
+    lasts = ends[drawn] - 1  # ... and ends
+    refills = stream[b:]  # draw t writes refills[t] into its slot
     out = np.empty(n, dtype=np.int64)
-    out[order] = found
-    # The leftover buffer: each drawn slot holds its last write; the others their first id.
+    # Draw order[i] finds what the previous draw of its slot, order[i - 1], wrote ...
+    out[order[1:]] = refills[order[:-1]]
+    # ... unless it is its slot's first draw: then it finds the slot's first id.
+    out[order[firsts]] = stream[drawn]
+    # The leftover buffer: each drawn slot holds its last write, the others their first id.
     left = stream[:b].copy()
-    last = np.empty(order.size, dtype=bool)
-    last[-1] = True
-    last[:-1] = first[1:]
-    left[s_sorted[last]] = written[last]
+    left[drawn] = refills[order[lasts]]
     out[n - b:] = left[perm]
     return out
 
@@ -188,6 +185,9 @@ def plan_epoch(shard_sizes, *, batch_size: int, seed: int = 0, epoch: int = 0, s
     shuffle_buffer = _check_int("shuffle_buffer", shuffle_buffer, 0, what=" (0 or 1 means no buffer shuffle)")
     world_size = _check_int("world_size", world_size, 1)
     rank = _check_int("rank", rank, 0, world_size - 1, what=f" for world_size={world_size}")
+    for name, flag in (("shuffle", shuffle), ("shard_shuffle", shard_shuffle), ("drop_last", drop_last)):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise InputError(f"{name}={flag!r} must be True or False")
     if not _is_int(start_batch) or start_batch < 0:
         raise InputError(f"start_batch={start_batch!r} must be an integer >= 0")
 

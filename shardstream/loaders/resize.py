@@ -2,22 +2,31 @@
 
 The resize has PIL's ``Image.resize(..., Image.BILINEAR)`` weights (a triangle filter on
 half-pixel centres whose support widens by the scale when shrinking, i.e. antialiased), computed
-exactly as Pillow's ``precompute_coeffs`` (``src/libImaging/Resample.c``) does, and applied as
-two small float32 matrix products vectorised over the batch and channels.  Both framework
-adapters call :func:`to_float`, which is why their batches are bitwise equal.
+exactly as Pillow's ``precompute_coeffs`` (``src/libImaging/Resample.c``) does: output ``i`` of a
+line of ``n`` inputs resized to ``m`` has centre ``(i + 0.5) * n / m``, support
+``max(n / m, 1)``, taps ``int(centre - support + 0.5) .. int(centre + support + 0.5)`` clamped to
+the line, weights ``triangle((x - centre + 0.5) / max(n / m, 1))`` normalised to sum 1
+(:func:`resize_weights` gives them as an (m, n) matrix).  It is separable: a height pass, then
+a width pass, each vectorised over the whole batch and all channels.  Both framework adapters
+call :func:`to_float`, which is why their batches are bitwise equal.
 
 Values: without resize the result is exactly ``x.astype(float32) / float32(255)`` (a true
 division, bitwise equal to ``np.float32(x) / np.float32(255)``).  With resize, ``1/255`` is
-folded into the row weights, so values agree with PIL's (which rounds to uint8 after each of its
-two passes) to within 1/255; they are clamped to [0, 1].  An axis whose size does not change is
-not resampled (PIL skips it too), so ``resize=(H, W)`` is the exact ``/ 255``.
+folded into the first pass's weights, so values agree with PIL's (which rounds to uint8 after
+each of its two passes) to within 1/255; they are clamped to [0, 1].  An axis whose size does
+not change is not resampled (PIL skips it too), so ``resize=(H, W)`` is the exact ``/ 255``.
 
-Pure functions of their inputs; the cached weight matrices are read-only, so concurrent callers
-(threads, DataLoader workers) share them safely.
+Determinism: each output value is the same fixed sequence of float32 multiplies and adds (taps
+in input order) of its own image's pixels -- no BLAS and no reduction whose order could depend
+on the batch size, the thread count or the CPU -- so an image gives the same bits in any batch,
+thread, process or machine.  The functions are pure; the cached weights are read-only and the
+work buffers are per thread, so concurrent callers (threads, DataLoader workers) are safe.
 """
 
 from __future__ import annotations
 
+import math
+import threading
 from functools import lru_cache
 
 import numpy as np
@@ -27,6 +36,8 @@ from shardstream.errors import InputError
 __all__ = ["to_float", "resize_weights"]
 
 _255 = np.float32(255)
+_SCRATCH_LIMIT = 4 << 20  # bytes per reusable work array, per thread
+_thread = threading.local()
 
 
 def _bilinear(x: float) -> float:
@@ -70,14 +81,28 @@ def resize_weights(in_size: int, out_size: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=256)
-def _scaled_weights(in_size: int, out_size: int) -> np.ndarray:
-    """``resize_weights / 255`` in float32, read-only (the ÷255 folded into one pass)."""
-    m = (_weights64(in_size, out_size) / 255.0).astype(np.float32)
-    m.flags.writeable = False
-    return m
+def _taps(in_size: int, out_size: int, over_255: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The weights as taps: ``idx`` intp (K, out_size) and ``coef`` float32 (K, out_size), so that
+    output ``i`` is ``sum_j coef[j, i] * x[idx[j, i]]`` summed for j = 0, 1, ... K-1 (input index
+    order).  Rows with fewer than K nonzero weights are padded with weight 0.  ``over_255``
+    folds the ``/ 255`` into the weights."""
+    w = _weights64(in_size, out_size)
+    if over_255:
+        w = w / 255.0
+    nonzero = [np.flatnonzero(row) for row in w]
+    k = max(len(nz) for nz in nonzero)
+    idx = np.zeros((k, out_size), dtype=np.intp)
+    coef = np.zeros((k, out_size), dtype=np.float32)
+    for i, nz in enumerate(nonzero):
+        idx[:, i] = nz[0]
+        idx[:len(nz), i] = nz
+        coef[:len(nz), i] = w[i, nz]
+    idx.flags.writeable = False
+    coef.flags.writeable = False
+    return idx, coef
 
 
-def _check_resize(resize, shape) -> tuple[int, int]:
+def _check_resize(resize) -> tuple[int, int]:
     try:
         h, w = resize
     except (TypeError, ValueError):
@@ -88,11 +113,55 @@ def _check_resize(resize, shape) -> tuple[int, int]:
     return int(h), int(w)
 
 
+def _scratch(slot: str, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
+    """A work array of ``shape`` and ``dtype``, reused by this thread for ``slot`` when small.
+
+    Fresh multi-100-KB temporaries cost more in page faults than the arithmetic on them (the
+    allocator hands such blocks back to the OS between batches), so each thread keeps its own
+    (hence thread-safe) buffers of at most :data:`_SCRATCH_LIMIT` bytes; bigger ones are allocated
+    as usual.  Only intermediates live here, never a returned array.
+    """
+    dtype = np.dtype(dtype)
+    size = math.prod(shape)
+    if size * dtype.itemsize > _SCRATCH_LIMIT:
+        return np.empty(shape, dtype=dtype)
+    bufs = _thread.__dict__.setdefault("bufs", {})
+    buf = bufs.get((slot, dtype))
+    if buf is None or buf.size < size:
+        buf = bufs[slot, dtype] = np.empty(size, dtype=dtype)
+    return buf[:size].reshape(shape)
+
+
+def _resample(x: np.ndarray, axis: int, taps: tuple[np.ndarray, np.ndarray], slot: str) -> np.ndarray:
+    """Resample ``x`` (uint8 or float32, any shape) along ``axis`` (0 or 1) with ``taps``:
+    float32, ``x.shape`` with ``axis`` resized.  Gathers whole trailing blocks (np.take) and
+    multiplies/adds them in tap order: plain IEEE float32 arithmetic, element by element."""
+    idx, coef = taps
+    shape = x.shape[:axis] + (idx.shape[1],) + x.shape[axis + 1:]
+    acc = _scratch(slot, shape)
+    gathered = _scratch(slot + ".gather", shape, x.dtype)
+    term = _scratch(slot + ".term", shape)
+    bshape = (-1,) + (1,) * (x.ndim - axis - 1)
+    for j in range(idx.shape[0]):
+        np.take(x, idx[j], axis=axis, out=gathered)
+        np.multiply(gathered, coef[j].reshape(bshape), out=acc if j == 0 else term)
+        if j:
+            np.add(acc, term, out=acc)
+    return acc
+
+
 def to_float(images: np.ndarray, resize: tuple[int, int] | None = None) -> np.ndarray:
     """float32 (N, h, w, C) in [0, 1] from uint8 ``images`` (N, H, W, C).
 
     ``resize=None`` keeps (H, W) and returns exactly ``images.astype(float32) / float32(255)``;
     ``resize=(h, w)`` resamples with PIL's BILINEAR weights (see the module docstring).
+
+    How: the batch is laid out as (H, W, N*C) (each pixel position holds the whole batch, so
+    every step moves contiguous blocks); the height pass then the width pass each compute
+    ``sum_j coef_j * x[idx_j]`` over their few nonzero taps (``/ 255`` folded into the first
+    pass's weights); the clamp to [0, 1] writes (N, h, w, C).  No BLAS, no reduction whose order
+    depends on sizes or threads: every output value is the same float32 expression of its own
+    image's pixels, whatever the batch, thread, process or machine.
     """
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4:
@@ -101,21 +170,15 @@ def to_float(images: np.ndarray, resize: tuple[int, int] | None = None) -> np.nd
     n, hin, win, c = images.shape
     if resize is None:
         return np.divide(images, _255, dtype=np.float32)
-    h, w = _check_resize(resize, images.shape)
+    h, w = _check_resize(resize)
     if (h, w) == (hin, win):
         return np.divide(images, _255, dtype=np.float32)
-    x = images.astype(np.float32)
-    if w != win:
-        # width pass: contract W.  (N, H, W, C) -> (N, H, w, C); carries the 1/255 when it is
-        # the only pass
-        ww = resize_weights(win, w) if h != hin else _scaled_weights(win, w)
-        if c == 1:
-            x = (x.reshape(n * hin, win) @ ww.T).reshape(n, hin, w, 1)
-        else:
-            x = np.matmul(ww, x.reshape(n * hin, win, c)).reshape(n, hin, w, c)
+    x = _scratch("in", (hin, win, n * c), np.uint8)
+    np.copyto(x.reshape(hin, win, n, c), images.transpose(1, 2, 0, 3))
     if h != hin:
-        # height pass: contract H.  (N, H, w, C) -> (N, h, w, C), one GEMM over all columns
-        wh = _scaled_weights(hin, h)
-        x = np.matmul(wh, x.reshape(n, hin, w * c)).reshape(n, h, w, c)
-    np.clip(x, 0.0, 1.0, out=x)
-    return x
+        x = _resample(x, 0, _taps(hin, h, True), "h")
+    if w != win:
+        x = _resample(x, 1, _taps(win, w, h == hin), "w")
+    out = np.empty((n, h, w, c), dtype=np.float32)
+    np.clip(x.reshape(h, w, n, c).transpose(2, 0, 1, 3), 0.0, 1.0, out=out)
+    return out

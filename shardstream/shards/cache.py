@@ -38,7 +38,8 @@ import hashlib
 import os
 import re
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
+from collections import deque
 
 from ..errors import InputError, NotFoundError, ShardError, StorageError
 from . import storage
@@ -146,6 +147,7 @@ class ShardFetcher:
             os.makedirs(self._lock_dir, exist_ok=True)
         except OSError as exc:
             raise self._cache_error("creating the shard cache", exc) from exc
+        _remove_stale_temps(self._shard_dir)
         self._names = []
         for info in self.shards:
             url = storage.join(self.location, info.name)
@@ -159,10 +161,11 @@ class ShardFetcher:
         self._pid = os.getpid()
         self._mutex = threading.RLock()
         self._pins = {}          # shard index -> fd holding a shared flock
-        self._wanted = []        # prefetch queue, in order
-        self._queued = set()
-        self._failed = {}        # shard index -> ShardError from a prefetch
-        self._pool = None
+        self._wanted = []        # shards asked for by prefetch and not yet released, in order
+        self._queued = set()     # the same, as a set
+        self._todo = deque()     # prefetches not started yet
+        self._threads = 0        # prefetch threads running
+        self._failed = {}        # shard index -> final error from a prefetch
 
     def _check_pid(self):
         if self.remote and os.getpid() != self._pid:
@@ -176,7 +179,7 @@ class ShardFetcher:
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        for key in ("_mutex", "_pins", "_wanted", "_queued", "_failed", "_pool"):
+        for key in ("_mutex", "_pins", "_wanted", "_queued", "_todo", "_threads", "_failed"):
             state.pop(key, None)
         return state
 
@@ -201,9 +204,14 @@ class ShardFetcher:
         self._check_pid()
         with self._mutex:
             failed = self._failed.pop(i, None)
-        if failed is not None:
-            raise failed
-        self._fetch(i, pin=True, strict=False)
+        try:
+            if failed is not None:
+                raise failed
+            self._fetch(i, pin=True, strict=False)
+        except BaseException:
+            with self._mutex:             # the epoch fails: fetch nothing more for it
+                self._todo.clear()
+            raise
         return os.path.join(self._shard_dir, self._names[i])
 
     def prefetch(self, shard_indices) -> None:
@@ -216,16 +224,19 @@ class ShardFetcher:
             return
         self._check_pid()
         with self._mutex:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(PREFETCH_THREADS,
-                                                thread_name_prefix="shardstream-prefetch")
             for idx in shard_indices:
                 i = self._index(idx)
                 if i in self._queued or i in self._pins:
                     continue
                 self._queued.add(i)
                 self._wanted.append(i)
-                self._pool.submit(self._prefetch_one, i)
+                self._todo.append(i)
+            while self._threads < min(PREFETCH_THREADS, len(self._todo)):
+                self._threads += 1
+                # daemon threads: an interpreter exiting (or a failed epoch) never waits on them;
+                # an interrupted download leaves only a temp file, removed later as stale
+                threading.Thread(target=self._prefetch_loop, daemon=True,
+                                 name="shardstream-prefetch").start()
 
     def release(self, shard_index: int) -> None:
         """The current plan no longer needs shard ``shard_index``: it may be evicted."""
@@ -237,9 +248,14 @@ class ShardFetcher:
             fd = self._pins.pop(i, None)
             if i in self._wanted:
                 self._wanted.remove(i)
+            if i in self._todo:
+                self._todo.remove(i)
             self._queued.discard(i)
         if fd is not None:
             os.close(fd)      # drops our shared lock
+            if self.cache_limit is not None:
+                # shards in use may have pushed the cache past its limit: trim it back
+                self._make_room(0, None, strict=False)
 
     def close(self) -> None:
         """Stop prefetching and release every shard (the fetcher may still be used after)."""
@@ -247,12 +263,9 @@ class ShardFetcher:
             return
         self._check_pid()
         with self._mutex:
-            pool, self._pool = self._pool, None
+            self._todo.clear()
             self._wanted.clear()
             self._queued.clear()
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-        with self._mutex:
             pins, self._pins = self._pins, {}
         for fd in pins.values():
             os.close(fd)
@@ -310,12 +323,17 @@ class ShardFetcher:
                 pass
         return ok
 
+    def _prefetch_loop(self):
+        pid = os.getpid()
+        while True:
+            with self._mutex:
+                if not self._todo or pid != self._pid:
+                    self._threads -= 1
+                    return
+                i = self._todo.popleft()
+            self._prefetch_one(i)
+
     def _prefetch_one(self, i):
-        if os.getpid() != self._pid:
-            return
-        with self._mutex:
-            if i not in self._queued:        # released or closed meanwhile
-                return
         try:
             self._fetch(i, pin=False, strict=True)
         except (ShardError, NotFoundError) as exc:    # final answers: not fetched again
@@ -382,7 +400,7 @@ class ShardFetcher:
                          f"{self.location}` and re-upload the shard")
 
     def _make_room(self, need, i, *, strict) -> bool:
-        """Evict LRU shards until ``need`` more bytes fit under the limit.
+        """Evict LRU shards until ``need`` more bytes (for shard ``i``, or None) fit the limit.
 
         Never evicts a shard in use (by any process) or queued for prefetch here.  Returns False
         when ``strict`` and the room cannot be made; without ``strict`` it proceeds anyway (the
@@ -391,8 +409,8 @@ class ShardFetcher:
         if self.cache_limit is None:
             return True
         with self._mutex:
-            keep = {self._names[j] for j in self._pins} | {self._names[j] for j in self._wanted
-                                                            if j != i}
+            keep = ({self._names[j] for j in self._pins}
+                    | {self._names[j] for j in self._wanted if j != i})
         entries = []
         total = 0
         try:
@@ -414,12 +432,32 @@ class ShardFetcher:
         for _mtime, name, nbytes in entries:
             if total + need <= self.cache_limit:
                 break
-            if name in keep or name == self._names[i]:
+            if name in keep or (i is not None and name == self._names[i]):
                 continue
             if _evict(os.path.join(self._shard_dir, name),
                       os.path.join(self._lock_dir, name + ".lock")):
                 total -= nbytes
         return total + need <= self.cache_limit or not strict
+
+
+#: a temp file untouched this long belongs to a download that died (killed process)
+STALE_TEMP_SECONDS = 900
+
+
+def _remove_stale_temps(folder):
+    """Delete temp files (``.<name>.<random>.tmp``) in ``folder`` left by dead downloads."""
+    now = time.time()
+    try:
+        with os.scandir(folder) as it:
+            for entry in it:
+                if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+                    try:
+                        if now - entry.stat().st_mtime > STALE_TEMP_SECONDS:
+                            os.unlink(entry.path)
+                    except OSError:
+                        pass
+    except OSError:
+        pass
 
 
 def _touch(path):

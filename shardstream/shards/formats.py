@@ -74,11 +74,21 @@ def encode_png(image: np.ndarray) -> bytes:
     return out.getvalue()
 
 
-def encode_npy(image: np.ndarray) -> bytes:
-    """``numpy.save`` bytes of one uint8 (H, W, C) image (format 1.0, no pickle)."""
+def npy_header(shape) -> bytes:
+    """The bytes ``numpy.save`` writes before the data of a C-order uint8 array of ``shape``
+    (format 1.0)."""
     out = io.BytesIO()
-    np.save(out, np.ascontiguousarray(image), allow_pickle=False)
+    np.lib.format.write_array_header_1_0(
+        out, {"descr": "|u1", "fortran_order": False, "shape": tuple(int(d) for d in shape)})
     return out.getvalue()
+
+
+def encode_npy(images: np.ndarray):
+    """Iterator over the ``.npy`` bytes of each uint8 (H, W, C) image of ``images`` (n, H, W, C):
+    exactly what ``numpy.save(f, image, allow_pickle=False)`` writes."""
+    head = npy_header(images.shape[1:])
+    for image in images:
+        yield head + np.ascontiguousarray(image).tobytes()
 
 
 def decode_pngs(payloads, shape, shard: str, first_id: int) -> np.ndarray:
@@ -141,9 +151,9 @@ def write_shard(fmt: str, fileobj, first_id: int, images: np.ndarray, labels, en
     if fmt == "tar":
         from .tarshard import write_tar
 
-        encode = encode_npy if encoding == "npy" else encode_png
         keys = [sample_key(first_id + i) for i in range(n)]
-        write_tar(fileobj, keys, labels.tolist(), (encode(im) for im in images), encoding)
+        payloads = encode_npy(images) if encoding == "npy" else (encode_png(im) for im in images)
+        write_tar(fileobj, keys, labels.tolist(), payloads, encoding)
     else:
         from .parquetshard import write_parquet
 

@@ -70,6 +70,24 @@ class Manifest:
 
     image_dtype = IMAGE_DTYPE
 
+    def __post_init__(self):
+        # normalise what callers may pass as lists / numpy integers, so that a manifest built in
+        # memory equals the same manifest read back from its JSON
+        norm = {
+            "num_samples": int(self.num_samples),
+            "image_shape": tuple(int(d) for d in self.image_shape),
+            "classes": tuple(str(c) for c in self.classes),
+            "label_counts": tuple(int(c) for c in self.label_counts),
+            "shards": {fmt: tuple(ShardInfo(str(s.name), int(s.num_samples), int(s.bytes),
+                                            str(s.sha256)) for s in self.shards[fmt])
+                       for fmt in SHARD_EXTENSIONS if fmt in self.shards}
+            | {fmt: tuple(v) for fmt, v in self.shards.items() if fmt not in SHARD_EXTENSIONS},
+            "source": dict(self.source),
+            "format_version": int(self.format_version),
+        }
+        for name, value in norm.items():
+            object.__setattr__(self, name, value)
+
     # -- derived ---------------------------------------------------------------------------
 
     @property
@@ -132,7 +150,15 @@ class Manifest:
         fixed key order, ``source`` keys sorted, ASCII only, trailing newline)."""
         d = self.to_dict()
         d["source"] = _sorted_keys(d["source"])
-        return json.dumps(d, indent=2, ensure_ascii=True, allow_nan=False) + "\n"
+        try:
+            text = json.dumps(d, indent=2, ensure_ascii=True, allow_nan=False) + "\n"
+        except (TypeError, ValueError) as exc:
+            raise ManifestError(f"the manifest of {self.dataset}/{self.split} cannot be written as "
+                                f"JSON ({exc}): its source dict holds a value JSON cannot "
+                                f"represent") from None
+        # never write a manifest a reader would refuse
+        Manifest.from_json(text, f"(the manifest of {self.dataset}/{self.split} being written)")
+        return text
 
     @classmethod
     def from_json(cls, text, where: str) -> "Manifest":

@@ -54,9 +54,10 @@ def _schema(encoding: str, shape, classes, first_id: int):
             b"shardstream": json.dumps({"image_shape": [int(d) for d in shape],
                                         "encoding": encoding,
                                         "first_id": int(first_id)}).encode()}
-    return pa.schema([pa.field("key", pa.string(), nullable=False),
-                      pa.field("image", image_type, nullable=False),
-                      pa.field("label", pa.int64(), nullable=False)], metadata=meta)
+    # nullable fields (the Arrow default): `datasets` only applies the features in the metadata
+    # to fields equal to its own, which are nullable; the reader rejects nulls all the same
+    return pa.schema([pa.field("key", pa.string()), pa.field("image", image_type),
+                      pa.field("label", pa.int64())], metadata=meta)
 
 
 def write_parquet(fileobj, first_id: int, payloads, labels, encoding: str, shape,

@@ -44,6 +44,7 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import quote, unquote_to_bytes
 
 from aiohttp import web
+from multidict import CIMultiDict
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ..errors import InputError
@@ -344,11 +345,18 @@ def _splits_table(splits, origin: str) -> str:
             + "\n".join(rows) + "</table>\n")
 
 
+def _example(index: dict) -> str:
+    """URL path of the split used in examples: a training split if there is one."""
+    splits = index["datasets"]
+    pick = next((s for s in splits if s["split"] == "train"), splits[0])
+    return pick["url"].rstrip("/")
+
+
 def _index_html(index: dict, origin: str) -> str:
     e = html.escape
     body = "<h1>shardstream shard server</h1>\n"
     if index["datasets"]:
-        example = origin + index["datasets"][0]["url"].rstrip("/")
+        example = origin + _example(index)
         body += _splits_table(index["datasets"], origin)
         body += ("<p>Stream a split: <code>shardstream.torch_loader(&quot;"
                  f"{e(example)}&quot;, batch_size=256)</code> or <code>shardstream.tf_dataset("
@@ -477,7 +485,11 @@ async def _file(request, cfg: _Config, parts) -> web.StreamResponse:
     real, st = await loop.run_in_executor(None, resolve, cfg.root, parts)
     if not stat.S_ISREG(st.st_mode):
         raise _Reject(404, "not a file (folder URLs end in /)")
-    headers = request.headers.copy()
+    # a copy of the headers without Range/If-Range/Accept-Encoding; bytes that are not UTF-8
+    # (kept by aiohttp as surrogates, which its clone() cannot encode) become U+FFFD
+    headers = CIMultiDict(
+        (k, v.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+        for k, v in request.headers.items())
     headers.popall("Accept-Encoding", None)
     if_range = headers.popall("If-Range", None)
     rng = headers.popall("Range", None)
@@ -610,6 +622,8 @@ async def start_app(app: web.Application, host="127.0.0.1", port=0,
     Returns the runner (``await runner.cleanup()`` stops it, letting in-flight responses
     finish) and the base URL (``http://host:port``).  :class:`InputError` if the address
     cannot be bound (port in use, unknown host, no permission)."""
+    if not isinstance(port, int) or not 0 <= port <= 65535:
+        raise InputError(f"port {port!r} is not a port number: use 1-65535, or 0 for a free one")
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     try:
@@ -643,7 +657,7 @@ def _banner(root: str, url: str, token, index: dict, host: str) -> str:
         lines.append(f"  {s['path'] or '.'}: {s['num_samples']} samples, {shards} -> "
                      f"{url}{s['url'].rstrip('/')}")
     if index["datasets"]:
-        example = url + index["datasets"][0]["url"].rstrip("/")
+        example = url + _example(index)
     else:
         example = url + "/<dataset>/<split>"
         lines.append("  no converted datasets (manifest.json) found yet; the index rescans as they appear")

@@ -9,9 +9,11 @@ uid/gid 0, user/group ``shardstream``; so identical input gives byte-identical s
 
 Reading validates every header (ustar magic, checksum, regular file, exact member name and
 order, sizes within the file) and raises :class:`~shardstream.errors.ShardError` naming the
-shard and the problem.  For npy shards every sample occupies the same number of bytes, so after a
-vectorised check of all headers the images are cut out of the buffer with one strided view;
-anything unusual falls back to a member-by-member reader that names the exact problem.
+shard and the problem.  Shards as :func:`write_tar` writes them take a vectorised path: for npy
+every sample occupies the same number of bytes, so all headers are checked at once and the
+images cut out of the buffer with one strided view (~4 ms for 10,000 28x28 images); for png one
+light pass finds the headers and numpy checks them all.  Anything unusual falls back to a
+member-by-member reader that names the exact problem (and reads valid but unusual layouts).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import tarfile
 import numpy as np
 
 from ..errors import ShardError
-from .formats import key_digits, sample_key
+from .formats import key_digits, npy_header, sample_key
 
 BLOCK = 512
 USER = GROUP = "shardstream"
@@ -69,20 +71,14 @@ def read_tar(data, shard: str, first_id: int, n: int, shape: tuple, encoding: st
     Returns ``(payloads, labels)``: labels int64 (n,); payloads uint8 (n, H, W, C) for npy,
     a list of n memoryviews (the PNG bytes) for png.  Raises :class:`ShardError`.
     """
-    buf = memoryview(data).cast("B") if not isinstance(data, memoryview) else data.cast("B")
+    buf = memoryview(data).cast("B")
     if encoding == "npy":
         fast = _read_uniform_npy(buf, first_id, n, tuple(shape))
-        if fast is not None:
-            return fast
+    else:
+        fast = _read_scanned(buf, first_id, n, encoding)
+    if fast is not None:
+        return fast
     return _read_members(buf, shard, first_id, n, tuple(shape), encoding)
-
-
-def _npy_header(shape) -> bytes:
-    """The exact bytes ``numpy.save`` writes before the data of a uint8 C-order ``shape`` array."""
-    out = io.BytesIO()
-    np.lib.format.write_array_header_1_0(
-        out, {"descr": "|u1", "fortran_order": False, "shape": tuple(int(d) for d in shape)})
-    return out.getvalue()
 
 
 def _header(name: str, size: int) -> bytes:
@@ -99,15 +95,73 @@ def _octal(fields: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return d @ (8 ** np.arange(fields.shape[1] - 1, -1, -1, dtype=np.int64)), ok
 
 
-def _read_uniform_npy(buf, first_id, n, shape):
-    """The fast path for shards exactly as :func:`write_tar` writes them; None when anything
-    differs (the member-by-member reader then names the problem, or reads an unusual layout)."""
-    if n <= 0:
+def _var_mask(width: int, size_varies: bool) -> np.ndarray:
+    """bool (512,): the header bytes that differ between the members of one kind (``.cls`` or
+    the image) that :func:`write_tar` writes: the key digits, the checksum, and the size field
+    when the sizes differ."""
+    var = np.zeros(BLOCK, bool)
+    var[:width] = True
+    var[148:156] = True
+    if size_varies:
+        var[124:136] = True
+    return var
+
+
+def _headers_ok(h: np.ndarray, digits: np.ndarray, template: np.ndarray,
+                size_varies: bool) -> bool:
+    """True when every header row of ``h`` (n, 512) uint8 equals ``template`` (512,) outside the
+    key digits (which must be ``digits`` (n, width)), the checksum (which must be right) and,
+    if ``size_varies``, the size field (11 octal digits and a NUL)."""
+    width = digits.shape[1]
+    var = _var_mask(width, size_varies)
+    # constant bytes, compared 8 at a time under a mask
+    mask = np.where(var, 0, 0xFF).astype(np.uint8).view(np.uint64)
+    words = np.bitwise_xor(h.view(np.uint64), template.view(np.uint64))
+    np.bitwise_and(words, mask, out=words)
+    if words.any() or not np.array_equal(h[:, :width], digits):
+        return False
+    extra = 0
+    if size_varies:
+        _, ok = _octal(h[:, 124:135])
+        if not ok.all() or (h[:, 135] != 0).any():
+            return False
+        extra = h[:, 124:136].sum(axis=1, dtype=np.int64)
+    # checksum (6 octal digits, NUL, space) = the sum of the header with the field read as
+    # spaces = the constant bytes + the key digits (+ the size field)
+    stored, ok = _octal(h[:, 148:154])
+    if not ok.all() or (h[:, 154] != 0).any() or (h[:, 155] != 32).any():
+        return False
+    const = int(template[~var].sum(dtype=np.int64)) + 8 * 32
+    return np.array_equal(stored, digits.sum(axis=1, dtype=np.int64) + extra + const)
+
+
+def _labels(text: np.ndarray, sizes: np.ndarray):
+    """int64 (n,) labels from the ``.cls`` data: ``text`` (n, k) uint8 holding ``sizes`` (n,)
+    ASCII decimal digits each (k >= sizes.max()); None when a label is not all digits."""
+    maxlen = int(sizes.max())
+    digits = text[:, :maxlen].astype(np.int64) - 48
+    pos = np.arange(maxlen)
+    inside = pos[None, :] < sizes[:, None]
+    if not (((digits >= 0) & (digits <= 9)) | ~inside).all():
         return None
+    power = np.where(inside, sizes[:, None] - 1 - pos[None, :], 0)
+    return (np.where(inside, digits, 0) * 10 ** power).sum(axis=1)
+
+
+def _key_width(first_id, n):
     width = len("%09d" % (first_id + n - 1))
-    if width != len("%09d" % first_id):  # keys of one width
+    return width if n > 0 and width == len("%09d" % first_id) else None
+
+
+def _read_uniform_npy(buf, first_id, n, shape):
+    """The fast path for npy shards exactly as :func:`write_tar` writes them: every sample takes
+    the same number of bytes, so all headers are checked and all images cut out with strided
+    views of the buffer.  None when anything differs (the member-by-member reader then names
+    the problem, or reads an unusual but valid layout)."""
+    width = _key_width(first_id, n)
+    if width is None:
         return None
-    npy_head = _npy_header(shape)
+    npy_head = npy_header(shape)
     nbytes = int(np.prod(shape))
     npy_size = len(npy_head) + nbytes
     stride = 3 * BLOCK + _pad(npy_size)  # cls header + cls data block + npy header + npy data
@@ -116,60 +170,72 @@ def _read_uniform_npy(buf, first_id, n, shape):
         return None
     arr = np.frombuffer(buf, dtype=np.uint8, count=end).reshape(n, stride)
     digits = key_digits(first_id, n)
-
-    cls_t = np.frombuffer(_header("0" * width + ".cls", 1), np.uint8)
-    npy_t = np.frombuffer(_header("0" * width + ".npy", npy_size), np.uint8)
-    # Every header byte but the name digits, the cls size and the checksum is the same in every
-    # sample: compare 8 bytes at a time under a mask (the stride is a multiple of 512).
-    var_cls = np.zeros(BLOCK, bool)
-    var_cls[:width] = True
-    var_cls[124:136] = True
-    var_cls[148:156] = True
-    var_npy = var_cls.copy()
-    var_npy[124:136] = False
-    words = np.frombuffer(buf, dtype=np.uint64, count=end // 8).reshape(n, stride // 8)
-    tmp = np.empty((n, BLOCK // 8), np.uint64)
-    for at, t, var in ((0, cls_t, var_cls), (2 * BLOCK, npy_t, var_npy)):
-        mask = np.where(var, 0, 0xFF).astype(np.uint8).view(np.uint64)
-        np.bitwise_xor(words[:, at // 8:(at + BLOCK) // 8], t.view(np.uint64), out=tmp)
-        np.bitwise_and(tmp, mask, out=tmp)
-        if tmp.any() or not np.array_equal(arr[:, at:at + width], digits):
-            return None
     cls_h, npy_h = arr[:, :BLOCK], arr[:, 2 * BLOCK:3 * BLOCK]
-    cls_size, ok = _octal(cls_h[:, 124:135])
-    if not ok.all() or (cls_h[:, 135] != 0).any() or cls_size.min() < 1 or cls_size.max() > _MAX_CLS:
+    if not (_headers_ok(cls_h, digits, np.frombuffer(_header("0" * width + ".cls", 1), np.uint8),
+                        size_varies=True)
+            and _headers_ok(npy_h, digits, np.frombuffer(_header("0" * width + ".npy", npy_size),
+                                                         np.uint8), size_varies=False)):
         return None
-    # checksums (6 octal digits, NUL, space): the sum of the header with the field as spaces =
-    # the constant bytes + the name digits (+ the cls size field)
-    digit_sum = digits.sum(axis=1, dtype=np.int64)
-    size_sum = cls_h[:, 124:136].sum(axis=1, dtype=np.int64)
-    for h, t, var, extra in ((cls_h, cls_t, var_cls, size_sum), (npy_h, npy_t, var_npy, 0)):
-        stored, ok = _octal(h[:, 148:154])
-        if not ok.all() or (h[:, 154] != 0).any() or (h[:, 155] != 32).any():
-            return None
-        const = int(t[~var].sum(dtype=np.int64)) + 8 * 32
-        if not np.array_equal(stored, digit_sum + extra + const):
-            return None
-    # labels: ASCII decimal of cls_size bytes
-    maxlen = int(cls_size.max())
-    text = arr[:, BLOCK:BLOCK + maxlen].astype(np.int64) - 48
-    pos = np.arange(maxlen)
-    inside = pos[None, :] < cls_size[:, None]
-    if not ((text >= 0) & (text <= 9) | ~inside).all():
+    cls_size, _ = _octal(cls_h[:, 124:135])
+    if cls_size.min() < 1 or cls_size.max() > _MAX_CLS:
         return None
-    power = np.where(inside, cls_size[:, None] - 1 - pos[None, :], 0)
-    labels = (np.where(inside, text, 0) * 10 ** power).sum(axis=1)
-    # npy headers and the images
+    labels = _labels(arr[:, BLOCK:BLOCK + _MAX_CLS], cls_size)
     data_at = 3 * BLOCK
-    if not np.array_equal(arr[:, data_at:data_at + len(npy_head)],
-                          np.broadcast_to(np.frombuffer(npy_head, np.uint8), (n, len(npy_head)))):
+    if labels is None or not np.array_equal(
+            arr[:, data_at:data_at + len(npy_head)],
+            np.broadcast_to(np.frombuffer(npy_head, np.uint8), (n, len(npy_head)))):
         return None
     # the archive must end right after the last member: end-of-archive zero blocks
     if any(buf[end:end + 2 * BLOCK]):
         return None
     start = data_at + len(npy_head)
     images = np.ascontiguousarray(arr[:, start:start + nbytes]).reshape((n,) + shape)
-    return images, labels.astype(np.int64)
+    return images, labels
+
+
+def _read_scanned(buf, first_id, n, ext):
+    """The fast path for shards of variable-size members (png) as :func:`write_tar` writes
+    them: one light pass finds the 2n headers, then all are checked at once with numpy.
+    Returns (n image payloads as memoryviews, labels int64 (n,)), or None when anything differs
+    (the member-by-member reader then names the problem)."""
+    width = _key_width(first_id, n)
+    if width is None:
+        return None
+    size_of = len(buf)
+    offsets = np.empty(2 * n, dtype=np.int64)
+    sizes = np.empty(2 * n, dtype=np.int64)
+    pos = 0
+    try:
+        for i in range(2 * n):
+            if pos + BLOCK > size_of:
+                return None
+            size = int(bytes(buf[pos + 124:pos + 135]), 8)
+            if size < 0:
+                return None
+            offsets[i] = pos
+            sizes[i] = size
+            pos += BLOCK + (size + BLOCK - 1) // BLOCK * BLOCK
+    except ValueError:
+        return None
+    if pos + 2 * BLOCK > size_of or any(buf[pos:pos + 2 * BLOCK]):
+        return None
+    blocks = np.frombuffer(buf, dtype=np.uint8, count=pos // BLOCK * BLOCK).reshape(-1, BLOCK)
+    headers = blocks[offsets // BLOCK]
+    digits = key_digits(first_id, n)
+    if not (_headers_ok(headers[0::2], digits,
+                        np.frombuffer(_header("0" * width + ".cls", 1), np.uint8), True)
+            and _headers_ok(headers[1::2], digits,
+                            np.frombuffer(_header(f"{'0' * width}.{ext}", 1), np.uint8), True)):
+        return None
+    cls_size = sizes[0::2]
+    if cls_size.min() < 1 or cls_size.max() > _MAX_CLS:
+        return None
+    labels = _labels(blocks[offsets[0::2] // BLOCK + 1][:, :_MAX_CLS], cls_size)
+    if labels is None:
+        return None
+    starts = (offsets[1::2] + BLOCK).tolist()
+    ends = (offsets[1::2] + BLOCK + sizes[1::2]).tolist()
+    return [buf[a:b] for a, b in zip(starts, ends)], labels
 
 
 class _Members:
@@ -183,12 +249,14 @@ class _Members:
                          f"shardstream: run `shardstream verify` and re-create or re-download it")
 
     def where(self):
-        return f"after member {self.prev}" if self.prev else "at the start of the archive"
+        return f"after {self.prev}" if self.prev else "at the start of the archive"
 
     def next(self):
         """(name, data memoryview) of the next member, or None at the end of the archive."""
         buf, pos = self.buf, self.pos
-        if pos >= len(buf):
+        if pos > len(buf):
+            self.fail(f"truncated: the file ends inside the padding {self.where()}")
+        if pos == len(buf):
             return None
         if pos + BLOCK > len(buf):
             self.fail(f"truncated: a partial header of {len(buf) - pos} bytes {self.where()} "
@@ -263,7 +331,7 @@ def _read_members(buf, shard, first_id, n, shape, encoding):
     if member is not None:
         m.fail(f"extra member {member[0]} {m.where()}: the shard holds more than the manifest's "
                f"{n} samples")
-    if any(buf[m.pos:]):
+    if np.frombuffer(buf, np.uint8, offset=min(m.pos, len(buf))).any():
         m.fail(f"unexpected data after the end-of-archive marker (offset {m.pos})")
     if encoding == "npy":
         images = np.stack(payloads) if payloads else np.empty((0,) + shape, np.uint8)

@@ -1,0 +1,300 @@
+"""Issue 3 item 10: one pass over a 60,000-image training set, batch 64, resize 32x32.
+
+Compares, in one run and on one machine:
+
+- ``floor``: the uint8 array in RAM, gather of the plan's ids + :func:`to_float` (numpy only);
+- ``ours torch w0/w2``: :func:`shardstream.torch_loader` (num_workers 0 and 2);
+- ``ours tf p1/p2``: :func:`shardstream.tf_dataset` (num_parallel 1 and 2);
+- ``book torch``: D2L's PyTorch pipeline — a map-style dataset that turns each image into a PIL
+  image, ``resize((32, 32), BILINEAR)`` and to-tensor (exactly what torchvision's
+  ``Resize`` + ``ToTensor`` do; torchvision itself is not installed), through
+  ``DataLoader(shuffle=True)``;
+- ``book tf``: D2L's tf.data pipeline — ``from_tensor_slices -> batch -> map(resize_with_pad)
+  -> shuffle``;
+- PNG shards: ours (torch w0/w2) against the stock webdataset pipeline
+  (``WebDataset -> shuffle -> decode("pil") -> resize -> batched``) at the same worker counts.
+
+Run: ``.venv/bin/python benchmarks/bench_loaders.py [--data DIR] [--repeat 3]``.  The stand-in
+data (smooth synthetic 28x28 "garments", npy and PNG shards of 10,000) is written under
+``--data`` once.  Prints a markdown table (median seconds per epoch of ``--repeat`` runs;
+the slow reference pipelines run once) for docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+import numpy as np  # noqa: E402
+
+from shardstream.loaders.plan import plan_epoch  # noqa: E402
+from shardstream.loaders.resize import to_float  # noqa: E402
+from shardstream.shards.formats import shard_name, write_shard  # noqa: E402
+from shardstream.shards.manifest import MANIFEST_NAME, Manifest, ShardInfo  # noqa: E402
+
+CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+           "Bag", "Ankle boot")
+BATCH = 64
+RESIZE = (32, 32)
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+
+def garments(n: int, seed: int = 0, chunk: int = 10_000):
+    """Stand-in Fashion-MNIST: images uint8 (n, 28, 28, 1) — a dark background and a smooth,
+    textured ellipse per image (so PNG compresses as it does on the real data) — and labels
+    int64 (n,)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n)
+    out = np.empty((n, 28, 28, 1), np.uint8)
+    yy, xx = np.mgrid[0:28, 0:28].astype(np.float32)
+    for start in range(0, n, chunk):
+        m = min(chunk, n - start)
+        cy, cx = (rng.uniform(11, 17, (2, m, 1, 1))).astype(np.float32)
+        ry, rx = (rng.uniform(5, 13, (2, m, 1, 1))).astype(np.float32)
+        level = rng.uniform(80, 230, (m, 1, 1)).astype(np.float32)
+        d = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2
+        texture = 20 * np.sin(xx * rng.uniform(0.3, 1.2, (m, 1, 1)).astype(np.float32))
+        img = np.where(d < 1, level * (1 - 0.4 * d) + texture, 0)
+        out[start:start + m, ..., 0] = np.clip(img, 0, 255).astype(np.uint8)
+    return out, labels
+
+
+def write_split(folder: str, images, labels, *, encoding: str, shard_size: int = 10_000,
+                formats=("tar", "parquet"), dataset="bench", split="train") -> None:
+    """Shards + manifest for ``images`` (n, H, W, C) / ``labels`` through the formats module
+    (the converters' on-disk layout), unless ``folder`` already holds a manifest."""
+    if os.path.exists(os.path.join(folder, MANIFEST_NAME)):
+        return
+    os.makedirs(folder, exist_ok=True)
+    n = len(labels)
+    shards = {}
+    for fmt in formats:
+        infos = []
+        for index, start in enumerate(range(0, n, shard_size)):
+            stop = min(start + shard_size, n)
+            buf = io.BytesIO()
+            write_shard(fmt, buf, start, images[start:stop], labels[start:stop], encoding, CLASSES)
+            data = buf.getvalue()
+            name = shard_name(split, index, fmt)
+            with open(os.path.join(folder, name), "wb") as f:
+                f.write(data)
+            infos.append(ShardInfo(name, stop - start, len(data), hashlib.sha256(data).hexdigest()))
+        shards[fmt] = tuple(infos)
+    manifest = Manifest(dataset=dataset, split=split, num_samples=n,
+                        image_shape=tuple(images.shape[1:]), encoding=encoding,
+                        classes=CLASSES,
+                        label_counts=tuple(np.bincount(labels, minlength=10).tolist()),
+                        shards=shards, source={"synthetic": True, "generator": "benchmarks"})
+    with open(os.path.join(folder, MANIFEST_NAME), "w") as f:
+        f.write(manifest.to_json())
+
+
+# ---------------------------------------------------------------------------------------------
+# the pipelines; each returns a function running one epoch
+
+
+def floor(images, labels):
+    sizes = np.full(len(labels) // 10_000, 10_000)
+
+    def run(epoch):
+        plan = plan_epoch(sizes, batch_size=BATCH, seed=0, epoch=epoch)
+        for k in range(plan.num_batches):
+            ids = plan.batch(k)
+            to_float(images[ids], RESIZE), labels[ids]
+    return run
+
+
+def ours_torch(location, workers, fmt="auto"):
+    import shardstream as ss
+
+    loader = ss.torch_loader(location, batch_size=BATCH, resize=RESIZE, num_workers=workers,
+                             format=fmt)
+
+    def run(epoch):
+        loader.set_epoch(epoch)
+        for X, y in loader:
+            pass
+    return run
+
+
+def ours_tf(location, parallel, fmt="auto"):
+    import shardstream as ss
+
+    def run(epoch):
+        ds = ss.tf_dataset(location, batch_size=BATCH, resize=RESIZE, epoch=epoch,
+                           num_parallel=parallel, format=fmt)
+        for X, y in ds:
+            pass
+    return run
+
+
+def _pil_to_tensor(pil):
+    """torchvision's ``ToTensor`` for a mode-"L" PIL image: float32 (1, h, w) / 255."""
+    import torch
+
+    img = torch.from_numpy(np.array(pil, np.uint8, copy=True))
+    img = img.view(pil.size[1], pil.size[0], 1).permute((2, 0, 1)).contiguous()
+    return img.to(dtype=torch.get_default_dtype()).div(255)
+
+
+def book_torch(images, labels, workers):
+    """D2L §4.2 (PyTorch): torchvision.datasets.FashionMNIST(transform=Compose([Resize(32),
+    ToTensor()])) through DataLoader(batch_size=64, shuffle=True, num_workers=workers)."""
+    import torch
+    from PIL import Image
+
+    class FashionMNIST(torch.utils.data.Dataset):
+        def __init__(self, data, targets):
+            self.data = torch.from_numpy(data[..., 0])
+            self.targets = torch.from_numpy(targets)
+
+        def __len__(self):
+            return len(self.targets)
+
+        def __getitem__(self, i):   # as torchvision.datasets.MNIST.__getitem__
+            img, target = self.data[i], int(self.targets[i])
+            img = Image.fromarray(img.numpy(), mode="L")
+            img = img.resize((RESIZE[1], RESIZE[0]), Image.BILINEAR)   # transforms.Resize
+            return _pil_to_tensor(img), target                           # transforms.ToTensor
+
+    loader = torch.utils.data.DataLoader(FashionMNIST(images, labels), batch_size=BATCH,
+                                         shuffle=True, num_workers=workers)
+
+    def run(epoch):
+        for X, y in loader:
+            pass
+    return run
+
+
+def book_tf(images, labels):
+    """D2L §4.2 (TensorFlow): from_tensor_slices -> batch -> map(resize_with_pad) -> shuffle."""
+    import tensorflow as tf
+
+    data = (images[..., 0], labels.astype(np.int32))
+
+    def process(X, y):
+        return tf.expand_dims(X, axis=3) / 255, tf.cast(y, dtype="int32")
+
+    def resize_fn(X, y):
+        return tf.image.resize_with_pad(X, *RESIZE), y
+
+    def run(epoch):
+        ds = (tf.data.Dataset.from_tensor_slices(process(*data)).batch(BATCH)
+              .map(resize_fn).shuffle(len(data[0])))
+        for X, y in ds:
+            pass
+    return run
+
+
+def stock_webdataset(location, workers):
+    """The stock webdataset pipeline over the PNG tar shards: WebDataset -> shuffle(1000) ->
+    decode("pil") -> to_tuple -> resize + to-tensor -> batched(64), in a DataLoader."""
+    import torch
+    import webdataset as wds
+    from PIL import Image
+
+    from shardstream.shards.manifest import load_manifest
+
+    manifest = load_manifest(location)
+    urls = [os.path.join(location, s.name) for s in manifest.shards["tar"]]
+
+    def transform(pil):
+        return _pil_to_tensor(pil.resize((RESIZE[1], RESIZE[0]), Image.BILINEAR))
+
+    pipeline = (wds.WebDataset(urls, shardshuffle=len(urls), empty_check=False)
+                .shuffle(1000).decode("pil").to_tuple("png", "cls")
+                .map_tuple(transform, int).batched(BATCH))
+    loader = torch.utils.data.DataLoader(pipeline, batch_size=None, num_workers=workers)
+
+    def run(epoch):
+        for X, y in loader:
+            pass
+    return run
+
+
+def timed(run, repeat):
+    """Median seconds of ``repeat`` epochs (epochs 0..repeat-1), after one warm-up epoch when
+    ``repeat > 1`` (single-epoch rows are the slow references: their one epoch is cold)."""
+    if repeat > 1:
+        run(99)
+    times = []
+    for e in range(repeat):
+        t = time.perf_counter()
+        run(e)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def machine() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        model = next(line.split(":", 1)[1].strip() for line in out.splitlines()
+                     if line.startswith("Model name"))
+    except Exception:
+        model = platform.processor()
+    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default=os.path.join("/tmp", "shardstream-bench-loaders"))
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--only", default="", help="comma-separated row names to run (default all)")
+    args = ap.parse_args(argv)
+
+    images, labels = garments(60_000)
+    npy = os.path.join(args.data, "npy")
+    png = os.path.join(args.data, "png")
+    write_split(npy, images, labels, encoding="npy")
+    write_split(png, images, labels, encoding="png")
+    n = len(labels)
+
+    rows = [  # (name, workers, make, repeat)
+        ("floor (uint8 in RAM, gather + to_float)", 0, lambda: floor(images, labels), args.repeat),
+        ("ours torch, npy", 0, lambda: ours_torch(npy, 0), args.repeat),
+        ("ours torch, npy", 2, lambda: ours_torch(npy, 2), args.repeat),
+        ("ours torch, npy, tar", 0, lambda: ours_torch(npy, 0, "tar"), args.repeat),
+        ("ours tf, npy", 1, lambda: ours_tf(npy, 1), args.repeat),
+        ("ours tf, npy", 2, lambda: ours_tf(npy, 2), args.repeat),
+        ("(a) book torch (PIL resize + ToTensor, DataLoader)", 0,
+         lambda: book_torch(images, labels, 0), 1),
+        ("(a) book torch (PIL resize + ToTensor, DataLoader)", 2,
+         lambda: book_torch(images, labels, 2), 1),
+        ("(b) book tf.data (from_tensor_slices, resize_with_pad)", 0,
+         lambda: book_tf(images, labels), 1),
+        ("ours torch, png", 0, lambda: ours_torch(png, 0), 1),
+        ("ours torch, png", 2, lambda: ours_torch(png, 2), 1),
+        ("ours tf, png", 2, lambda: ours_tf(png, 2), 1),
+        ("stock webdataset, png", 0, lambda: stock_webdataset(png, 0), 1),
+        ("stock webdataset, png", 2, lambda: stock_webdataset(png, 2), 1),
+    ]
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {machine()}; "
+          f"{n} images, batch {BATCH}, resize {RESIZE[0]}x{RESIZE[1]}")
+    print("| pipeline | workers | s / epoch | images / s |")
+    print("|---|---:|---:|---:|")
+    results = {}
+    for name, workers, make, repeat in rows:
+        if only and not any(o in name for o in only):
+            continue
+        seconds = timed(make(), repeat)
+        results[(name, workers)] = seconds
+        print(f"| {name} | {workers} | {seconds:.2f} | {n / seconds:,.0f} |", flush=True)
+    return results
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() is not None else 1)

@@ -1,0 +1,290 @@
+"""Issue 3 items 4, 6, 7 and 9 through the loaders: epochs, ranks, resume, bounded memory; and
+the loader objects themselves (len, state_dict, tf cardinality, tf_dataset_fn).
+
+Budget: ~1 minute on 2 cores (1,000 small images; a few DataLoader workers).
+"""
+
+import numpy as np
+import pytest
+
+import shardstream as ss
+from shardstream.loaders.execute import ExecStats, iter_batches, open_stream
+from shardstream.loaders.plan import plan_epoch
+
+pytestmark = pytest.mark.filterwarnings("ignore:This DataLoader will create")
+
+
+@pytest.fixture(scope="module")
+def split(loader_splits):
+    """(location, images, labels, id_of) for the npy split; ``id_of`` maps an image's bytes to
+    its sample id (every image is distinct), so a batch can be turned back into ids."""
+    location, images, labels = loader_splits["npy"]
+    id_of = {im.tobytes(): i for i, im in enumerate(images)}
+    assert len(id_of) == len(images)
+    return location, images, labels, id_of
+
+
+def torch_ids(loader, id_of):
+    """The sample ids of every batch the torch loader yields (no resize: X * 255 is exact)."""
+    out = []
+    for X, y in loader:
+        u8 = np.rint(X.numpy().transpose(0, 2, 3, 1) * 255).astype(np.uint8)
+        out.append(np.array([id_of[im.tobytes()] for im in u8]))
+    return out
+
+
+def tf_ids(ds, id_of):
+    out = []
+    for X, y in ds:
+        u8 = np.rint(X.numpy() * 255).astype(np.uint8)
+        out.append(np.array([id_of[im.tobytes()] for im in u8]))
+    return out
+
+
+# --- item 4: epochs ------------------------------------------------------------------------
+
+
+def test_epoch_visits_every_sample_once_and_set_epoch_reorders(split):
+    location, images, labels, id_of = split
+    loader = ss.torch_loader(location, batch_size=64, shuffle_buffer=300, seed=3)
+    orders = []
+    for epoch in range(3):
+        loader.set_epoch(epoch)
+        assert len(loader) == 16
+        ids = np.concatenate(torch_ids(loader, id_of))
+        assert np.array_equal(np.sort(ids), np.arange(1000))      # every sample exactly once
+        orders.append(ids)
+    assert not np.array_equal(orders[0], orders[1]) and not np.array_equal(orders[1], orders[2])
+    # the same (seed, epoch) is the same order, in a new loader and in tf.data
+    again = ss.torch_loader(location, batch_size=64, shuffle_buffer=300, seed=3, epoch=1)
+    assert np.array_equal(np.concatenate(torch_ids(again, id_of)), orders[1])
+    ds = ss.tf_dataset(location, batch_size=64, shuffle_buffer=300, seed=3, epoch=2)
+    assert np.array_equal(np.concatenate(tf_ids(ds, id_of)), orders[2])
+    # no shuffle: manifest order
+    plain = ss.torch_loader(location, batch_size=64, shuffle=False)
+    assert np.array_equal(np.concatenate(torch_ids(plain, id_of)), np.arange(1000))
+
+
+def test_iterating_again_repeats_the_epoch(split):
+    location, _, _, id_of = split
+    loader = ss.torch_loader(location, batch_size=100, shuffle_buffer=300, seed=1, epoch=4)
+    first = torch_ids(loader, id_of)
+    assert loader.state_dict()["batch"] == 10 and len(loader) == 10
+    second = torch_ids(loader, id_of)
+    assert len(second) == 10 and all(np.array_equal(a, b) for a, b in zip(first, second))
+
+
+# --- item 6: ranks -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_ranks_equal_length_disjoint_covering(split, world_size, drop_last):
+    location, _, _, id_of = split
+    kw = dict(batch_size=48, shuffle_buffer=300, seed=2, epoch=1, drop_last=drop_last,
+              world_size=world_size)
+    per_rank = []
+    for rank in range(world_size):
+        loader = ss.torch_loader(location, rank=rank, **kw)
+        ids = torch_ids(loader, id_of)
+        assert len(ids) == len(loader)
+        tf_batches = tf_ids(ss.tf_dataset(location, rank=rank, **kw), id_of)
+        assert len(tf_batches) == len(ids)
+        assert all(np.array_equal(a, b) for a, b in zip(ids, tf_batches))
+        per_rank.append(np.concatenate(ids))
+    lengths = {len(ids) for ids in per_rank}
+    assert len(lengths) == 1                      # equal work per rank: no DDP hang
+    together = np.concatenate(per_rank)
+    if drop_last:
+        # whole batches only, no sample twice, nothing lost beyond the documented tail
+        assert len(np.unique(together)) == len(together)
+        assert len(together) > 1000 - world_size * 48 - world_size
+    else:
+        # every sample, and only the wrap-around padding (the epoch's first ids) twice
+        assert np.array_equal(np.unique(together), np.arange(1000))
+        assert len(together) == 1000 + (-1000) % world_size
+
+
+# --- item 7: resume ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_torch_start_batch_and_state_dict(split, workers):
+    location, _, _, id_of = split
+    kw = dict(batch_size=37, shuffle_buffer=250, seed=8, epoch=2, num_workers=workers)
+    full = torch_ids(ss.torch_loader(location, **kw), id_of)
+    assert len(full) == 28
+    k = 11
+    resumed = ss.torch_loader(location, start_batch=k, **kw)
+    assert len(resumed) == 28 - k
+    rest = torch_ids(resumed, id_of)
+    assert len(rest) == 28 - k and all(np.array_equal(a, b) for a, b in zip(rest, full[k:]))
+
+    # stop after k batches, save, and resume in a new loader
+    loader = ss.torch_loader(location, **kw)
+    it = iter(loader)
+    for _ in range(k):
+        next(it)
+    state = loader.state_dict()
+    del it
+    assert state["batch"] == k and state["epoch"] == 2 and state["seed"] == 8
+    assert all(type(v) is int for v in state.values())
+    fresh = ss.torch_loader(location, **kw)
+    fresh.load_state_dict(state)
+    assert len(fresh) == 28 - k
+    rest = torch_ids(fresh, id_of)
+    assert len(rest) == 28 - k and all(np.array_equal(a, b) for a, b in zip(rest, full[k:]))
+    # set_epoch starts the next epoch from its first batch
+    fresh.set_epoch(3)
+    assert len(fresh) == 28 and fresh.state_dict()["batch"] == 0
+
+
+@pytest.mark.parametrize("num_parallel", [1, 2])
+def test_resume_tf_start_batch(split, num_parallel):
+    location, _, _, id_of = split
+    kw = dict(batch_size=37, shuffle_buffer=250, seed=8, epoch=2, num_parallel=num_parallel)
+    full = tf_ids(ss.tf_dataset(location, **kw), id_of)
+    for k in (1, 13, 27):
+        ds = ss.tf_dataset(location, start_batch=k, **kw)
+        assert len(ds) == 28 - k
+        rest = tf_ids(ds, id_of)
+        assert len(rest) == 28 - k and all(np.array_equal(a, b) for a, b in zip(rest, full[k:]))
+    # the torch loader's state resumes tf.data too: the state is just (seed, epoch, batch)
+    loader = ss.torch_loader(location, batch_size=37, shuffle_buffer=250, seed=8, epoch=2)
+    it = iter(loader)
+    for _ in range(5):
+        next(it)
+    state = loader.state_dict()
+    ds = ss.tf_dataset(location, batch_size=37, shuffle_buffer=250, seed=state["seed"],
+                       epoch=state["epoch"], start_batch=state["batch"], num_parallel=num_parallel)
+    rest = tf_ids(ds, id_of)
+    assert all(np.array_equal(a, b) for a, b in zip(rest, full[5:])) and len(rest) == 23
+
+
+def test_load_state_dict_rejects_a_different_setup(split):
+    location = split[0]
+    a = ss.torch_loader(location, batch_size=37)
+    b = ss.torch_loader(location, batch_size=64)
+    with pytest.raises(ss.errors.InputError, match="batch_size=37"):
+        b.load_state_dict(a.state_dict())
+    with pytest.raises(ss.errors.InputError, match="past the end"):
+        a.load_state_dict({**a.state_dict(), "batch": 29})
+
+
+# --- item 9: bounded memory ----------------------------------------------------------------
+
+
+class RecordingFetcher:
+    """Wraps a ShardFetcher; records which shards are held (between local_file and release)."""
+
+    def __init__(self, fetcher):
+        self.fetcher = fetcher
+        self.held = set()
+        self.peak_held = 0
+        self.log = []
+
+    def local_file(self, i):
+        self.held.add(i)
+        self.peak_held = max(self.peak_held, len(self.held))
+        self.log.append(("read", i))
+        return self.fetcher.local_file(i)
+
+    def prefetch(self, indices):
+        self.log.append(("prefetch", tuple(indices)))
+
+    def release(self, i):
+        self.held.discard(i)
+        self.log.append(("release", i))
+
+
+@pytest.mark.parametrize("num_workers", [1, 3])
+@pytest.mark.parametrize("buffer", [100, 300, 700])
+def test_executor_holds_only_what_the_plan_still_needs(split, num_workers, buffer):
+    """Shards are read once each in plan order, released right after, and the samples held
+    (read, not yet emitted) never exceed the shuffle buffer + one shard + one batch."""
+    location, images, labels, _ = split
+    source = open_stream(location)
+    rec = RecordingFetcher(source.fetcher)
+    source.fetcher = rec
+    bs = 40
+    plan = plan_epoch(source.manifest.shard_sizes, batch_size=bs, seed=6, shuffle_buffer=buffer)
+    for w in range(num_workers):
+        rec.log.clear()
+        stats = ExecStats()
+        batches = []
+        for k, x, y in iter_batches(source, plan, w, num_workers, stats=stats):
+            assert np.array_equal(x, images[plan.batch(k)]) and np.array_equal(y, labels[plan.batch(k)])
+            batches.append(k)
+        assert batches == list(range(w, plan.num_batches, num_workers))
+        reads = [i for what, i in rec.log if what == "read"]
+        assert reads == stats.shards_read and len(set(reads)) == len(reads)
+        assert rec.held == set() and rec.peak_held == 1
+        # shards read in the order this worker's batches first need them
+        mine = np.concatenate([plan.batch(k) for k in batches])
+        first_need = np.searchsorted(source.manifest.offsets, mine, side="right") - 1
+        _, first = np.unique(first_need, return_index=True)
+        assert reads == list(first_need[np.sort(first)])
+        # prefetch asked for the next shards before each read
+        assert rec.log[0] == ("prefetch", tuple(reads[1:3]))
+        assert stats.peak_pool <= buffer + 128 + bs
+
+
+def test_memory_does_not_grow_with_the_dataset(tmp_path):
+    """Same buffer and shard size, 4x the samples: the pool's peak stays the same size."""
+    from conftest import write_test_split
+
+    peaks = []
+    for n in (1000, 4000):
+        write_test_split(tmp_path / str(n), n=n, shard_size=100, shape=(4, 4, 1), formats=("tar",))
+        source = open_stream(str(tmp_path / str(n)))
+        plan = plan_epoch(source.manifest.shard_sizes, batch_size=32, seed=0, shuffle_buffer=200)
+        stats = ExecStats()
+        assert sum(len(y) for _, _, y in iter_batches(source, plan, stats=stats)) == n
+        assert stats.peak_pool <= 200 + 100 + 32
+        assert stats.pool_capacity <= 2 * (200 + 100 + 32)
+        peaks.append(stats.peak_pool)
+    assert peaks[1] <= peaks[0] + 32
+
+
+# --- the loader objects --------------------------------------------------------------------
+
+
+def test_torch_loader_object(split):
+    location = split[0]
+    loader = ss.torch_loader(location, batch_size=64, resize=32, num_workers=0)
+    assert len(loader) == 16 and loader.manifest.num_samples == 1000
+    assert isinstance(loader.dataset, __import__("torch").utils.data.IterableDataset)
+    X, y = next(iter(loader))
+    assert tuple(X.shape) == (64, 1, 32, 32) and str(X.dtype) == "torch.float32"
+    assert tuple(y.shape) == (64,) and str(y.dtype) == "torch.int64"
+    assert 0.0 <= float(X.min()) and float(X.max()) <= 1.0
+
+
+def test_tf_dataset_cardinality_and_spec(split):
+    import tensorflow as tf
+
+    location = split[0]
+    ds = ss.tf_dataset(location, batch_size=64, resize=(32, 24), drop_last=True)
+    assert len(ds) == 15 and int(ds.cardinality()) == 15
+    X_spec, y_spec = ds.element_spec
+    assert X_spec.shape.as_list() == [None, 32, 24, 1] and X_spec.dtype == tf.float32
+    assert y_spec.dtype == tf.int32
+
+
+def test_tf_dataset_fn_takes_rank_and_batch_from_the_input_context(split):
+    import tensorflow as tf
+
+    location, _, _, id_of = split
+    fn = ss.tf_dataset_fn(location, global_batch_size=60, shuffle_buffer=300, seed=4)
+    ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=1,
+                                     num_replicas_in_sync=2)
+    got = tf_ids(fn(ctx), id_of)
+    want = tf_ids(ss.tf_dataset(location, batch_size=30, rank=1, world_size=2,
+                                shuffle_buffer=300, seed=4), id_of)
+    assert len(got) == len(want) == 17
+    assert all(np.array_equal(a, b) for a, b in zip(got, want))
+    # and through a real strategy (one CPU replica)
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    dist = strategy.distribute_datasets_from_function(fn)
+    first = next(iter(dist))
+    assert first[0].shape[0] == 60
