@@ -72,34 +72,42 @@ def garments(n: int, seed: int = 0, chunk: int = 10_000):
     return out, labels
 
 
-def write_split(folder: str, images, labels, *, encoding: str, shard_size: int = 10_000,
-                formats=("tar", "parquet"), dataset="bench", split="train") -> None:
-    """Shards + manifest for ``images`` (n, H, W, C) / ``labels`` through the formats module
-    (the converters' on-disk layout), unless ``folder`` already holds a manifest."""
+def write_split(folder: str, chunks, *, encoding: str, formats=("tar", "parquet"),
+                dataset="bench", split="train") -> None:
+    """Shards + manifest through the formats module (the converters' on-disk layout), one shard
+    per ``(images (n, H, W, C) uint8, labels (n,))`` in ``chunks``; nothing is done when
+    ``folder`` already holds a manifest."""
     if os.path.exists(os.path.join(folder, MANIFEST_NAME)):
         return
     os.makedirs(folder, exist_ok=True)
-    n = len(labels)
-    shards = {}
-    for fmt in formats:
-        infos = []
-        for index, start in enumerate(range(0, n, shard_size)):
-            stop = min(start + shard_size, n)
+    shards = {fmt: [] for fmt in formats}
+    start, counts, shape = 0, np.zeros(len(CLASSES), np.int64), None
+    for index, (images, labels) in enumerate(chunks):
+        shape = tuple(images.shape[1:])
+        for fmt in formats:
             buf = io.BytesIO()
-            write_shard(fmt, buf, start, images[start:stop], labels[start:stop], encoding, CLASSES)
+            write_shard(fmt, buf, start, images, labels, encoding, CLASSES)
             data = buf.getvalue()
             name = shard_name(split, index, fmt)
             with open(os.path.join(folder, name), "wb") as f:
                 f.write(data)
-            infos.append(ShardInfo(name, stop - start, len(data), hashlib.sha256(data).hexdigest()))
-        shards[fmt] = tuple(infos)
-    manifest = Manifest(dataset=dataset, split=split, num_samples=n,
-                        image_shape=tuple(images.shape[1:]), encoding=encoding,
-                        classes=CLASSES,
-                        label_counts=tuple(np.bincount(labels, minlength=10).tolist()),
-                        shards=shards, source={"synthetic": True, "generator": "benchmarks"})
+            shards[fmt].append(ShardInfo(name, len(labels), len(data),
+                                         hashlib.sha256(data).hexdigest()))
+        start += len(labels)
+        counts += np.bincount(labels, minlength=len(CLASSES))
+    manifest = Manifest(dataset=dataset, split=split, num_samples=start, image_shape=shape,
+                        encoding=encoding, classes=CLASSES,
+                        label_counts=tuple(int(c) for c in counts),
+                        shards={f: tuple(v) for f, v in shards.items()},
+                        source={"synthetic": True, "generator": "benchmarks"})
     with open(os.path.join(folder, MANIFEST_NAME), "w") as f:
         f.write(manifest.to_json())
+
+
+def in_shards(images, labels, shard_size=10_000):
+    """The chunks of ``images`` / ``labels`` for :func:`write_split`."""
+    for start in range(0, len(labels), shard_size):
+        yield images[start:start + shard_size], labels[start:start + shard_size]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,11 +150,11 @@ def ours_tf(location, parallel, fmt="auto"):
 
 
 def _pil_to_tensor(pil):
-    """torchvision's ``ToTensor`` for a mode-"L" PIL image: float32 (1, h, w) / 255."""
+    """torchvision's ``ToTensor`` for a uint8 PIL image: float32 (C, h, w) / 255."""
     import torch
 
     img = torch.from_numpy(np.array(pil, np.uint8, copy=True))
-    img = img.view(pil.size[1], pil.size[0], 1).permute((2, 0, 1)).contiguous()
+    img = img.view(pil.size[1], pil.size[0], len(pil.getbands())).permute((2, 0, 1)).contiguous()
     return img.to(dtype=torch.get_default_dtype()).div(255)
 
 
@@ -258,8 +266,8 @@ def main(argv=None):
     images, labels = garments(60_000)
     npy = os.path.join(args.data, "npy")
     png = os.path.join(args.data, "png")
-    write_split(npy, images, labels, encoding="npy")
-    write_split(png, images, labels, encoding="png")
+    write_split(npy, in_shards(images, labels), encoding="npy")
+    write_split(png, in_shards(images, labels), encoding="png")
     n = len(labels)
 
     rows = [  # (name, workers, make, repeat)

@@ -215,7 +215,8 @@ def build_parser():
     s.add_argument("location", help="a split's location")
     s.add_argument("--framework", type=_csv(str), default=["torch", "tf"], help="torch,tf")
     s.add_argument("--batch-size", type=_csv(int), default=[64], help="e.g. 1,64,256")
-    s.add_argument("--workers", type=_csv(int), default=[0], help="e.g. 0,2")
+    s.add_argument("--workers", type=_csv(int), default=[0],
+                   help="e.g. 0,2: torch DataLoader workers; for tf, num_parallel=max(W, 1)")
     s.add_argument("--epochs", type=int, default=3, help="epochs per row; the median is reported")
     s.add_argument("--resize", type=_size, default=None)
     s.add_argument("--format", default="auto", help="tar, parquet or auto")

@@ -24,8 +24,7 @@ def torch_batches(location, num_workers=0, **kw):
 
 def tf_batches(location, num_workers=0, **kw):
     ds = ss.tf_dataset(location, batch_size=BATCH, seed=SEED, num_parallel=max(1, num_workers),
-                       format="tar",
-                       **kw)
+                       format="tar", **kw)
     return [(x.numpy(), y.numpy()) for x, y in ds]
 
 

@@ -197,9 +197,9 @@ class RecordingFetcher:
         self.log.append(("release", i))
 
 
-@pytest.mark.parametrize("num_workers", [1, 3])
+@pytest.mark.parametrize("num_workers,group", [(1, 1), (3, 1), (2, 4)])
 @pytest.mark.parametrize("buffer", [100, 300, 700])
-def test_executor_holds_only_what_the_plan_still_needs(split, num_workers, buffer):
+def test_executor_holds_only_what_the_plan_still_needs(split, num_workers, group, buffer):
     """Shards are read once each in plan order, released right after, and the samples held
     (read, not yet emitted) never exceed the shuffle buffer + one shard + one batch."""
     location, images, labels, _ = split
@@ -212,10 +212,10 @@ def test_executor_holds_only_what_the_plan_still_needs(split, num_workers, buffe
         rec.log.clear()
         stats = ExecStats()
         batches = []
-        for k, x, y in iter_batches(source, plan, w, num_workers, stats=stats):
+        for k, x, y in iter_batches(source, plan, w, num_workers, stats=stats, group=group):
             assert np.array_equal(x, images[plan.batch(k)]) and np.array_equal(y, labels[plan.batch(k)])
             batches.append(k)
-        assert batches == list(range(w, plan.num_batches, num_workers))
+        assert batches == [k for k in range(plan.num_batches) if (k // group) % num_workers == w]
         reads = [i for what, i in rec.log if what == "read"]
         assert reads == stats.shards_read and len(set(reads)) == len(reads)
         assert rec.held == set() and rec.peak_held == 1

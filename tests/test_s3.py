@@ -34,15 +34,13 @@ def s3_converted(s3_server, fmnist_raw):
 
 def torch_batches(location, num_workers, **kw):
     loader = ss.torch_loader(location, batch_size=BATCH, seed=SEED, num_workers=num_workers,
-                             format="tar",
-                             resize=(20, 20), **kw)
+                             format="tar", resize=(20, 20), **kw)
     return [(x.numpy(), y.numpy()) for x, y in loader]
 
 
 def tf_batches(location, num_workers, **kw):
     ds = ss.tf_dataset(location, batch_size=BATCH, seed=SEED, num_parallel=max(1, num_workers),
-                       format="tar",
-                       resize=(20, 20), **kw)
+                       format="tar", resize=(20, 20), **kw)
     return [(x.numpy(), y.numpy()) for x, y in ds]
 
 

@@ -588,7 +588,7 @@ def _torch_batches(location, num_workers=0, **kw):
 def _tf_batches(location, num_workers=0, **kw):
     import shardstream as ss
 
-    ds = ss.tf_dataset(location, batch_size=64, seed=7, num_workers=num_workers, **kw)
+    ds = ss.tf_dataset(location, batch_size=64, seed=7, num_parallel=max(1, num_workers), **kw)
     return [(x.numpy(), y.numpy()) for x, y in ds]
 
 
@@ -601,21 +601,27 @@ def _assert_same(got, want):
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_loaders_over_the_server_equal_the_local_folder(fmnist_shards, train_split, shard_server,
                                                         tmp_path, monkeypatch, num_workers):
-    monkeypatch.delenv("SHARDSTREAM_TOKEN", raising=False)
+    # the token comes from $SHARDSTREAM_TOKEN, which the DataLoader workers inherit
+    monkeypatch.setenv("SHARDSTREAM_TOKEN", TOKEN)
     url = shard_server(fmnist_shards, token=TOKEN) + "/fashion-mnist/train"
-    _assert_same(_torch_batches(url, num_workers, token=TOKEN, cache_dir=str(tmp_path / "t")),
+    _assert_same(_torch_batches(url, num_workers, cache_dir=str(tmp_path / "t")),
                  _torch_batches(train_split))
-    _assert_same(_tf_batches(url, num_workers, token=TOKEN, cache_dir=str(tmp_path / "f"),
-                             format="parquet"),
+    _assert_same(_tf_batches(url, num_workers, cache_dir=str(tmp_path / "f"), format="parquet"),
                  _tf_batches(train_split, format="parquet"))
 
 
-def test_loader_without_the_token_is_refused(fmnist_shards, shard_server, tmp_path, monkeypatch):
-    from shardstream.errors import StorageError
+def test_loaders_send_the_token_given_as_an_argument(fmnist_shards, train_split, shard_server,
+                                                     tmp_path, monkeypatch):
+    from shardstream.errors import ShardstreamError
 
     monkeypatch.delenv("SHARDSTREAM_TOKEN", raising=False)
     url = shard_server(fmnist_shards, token=TOKEN) + "/fashion-mnist/train"
-    with pytest.raises(StorageError, match="401"):
-        _torch_batches(url, cache_dir=str(tmp_path))
-    monkeypatch.setenv("SHARDSTREAM_TOKEN", TOKEN)                  # the variable works too
-    assert len(_torch_batches(url, cache_dir=str(tmp_path))) == 16
+    with pytest.raises(ShardstreamError, match="manifest.json"):      # refused without it
+        _torch_batches(url, cache_dir=str(tmp_path / "none"))
+    _assert_same(_torch_batches(url, 2, storage_options={"token": TOKEN},
+                                cache_dir=str(tmp_path / "so")),
+                 _torch_batches(train_split))
+    _assert_same(_torch_batches(url, token=TOKEN, cache_dir=str(tmp_path / "t")),
+                 _torch_batches(train_split))
+    _assert_same(_tf_batches(url, token=TOKEN, cache_dir=str(tmp_path / "f")),
+                 _tf_batches(train_split))

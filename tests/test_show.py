@@ -15,6 +15,7 @@ from shardstream.loaders.show import show_images
 
 def _png(path):
     with Image.open(path) as im:
+        assert im.format == "PNG"
         im.load()
         return im.copy()
 
@@ -25,7 +26,6 @@ def test_show_writes_a_png_of_the_first_batch(train_split, tmp_path, capsys):
     assert rc == 0
     assert str(out) in capsys.readouterr().out
     im = _png(out)
-    assert im.format == "PNG"
     assert im.width == 8 * 150                      # cols * round(100 * scale), scale 1.5
     assert 2 * 150 < im.height < 2 * 150 + 2 * 60   # two rows of cells, each with a title line
     a = np.asarray(im.convert("L"), dtype=np.float64)

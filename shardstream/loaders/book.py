@@ -24,7 +24,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ..errors import InputError, NotFoundError, ShardstreamError
+from ..errors import InputError, NotFoundError
 from ..shards import storage
 from ..shards.manifest import MANIFEST_NAME, load_manifest
 from .options import check_resize
@@ -247,12 +247,7 @@ class DataModule:
                 f"root=")
         print(f"{self.root} has no converted {self.name}; converting it once "
               f"(`shardstream convert {self.name} {self.root}`) ...")
-        try:
-            convert(self.name, self.root, raw=raw)
-        except ShardstreamError as exc:
-            raise type(exc)(
-                f"{exc}\n(no internet? `shardstream synth {self.name} raw/` writes a synthetic "
-                f"stand-in in the same format; then pass raw='raw/')") from exc
+        convert(self.name, self.root, raw=raw)  # its error says where it looked, what to do
 
     def text_labels(self, indices):
         """Class names of ``indices`` (an int, a list, a numpy array, a torch or tf tensor)."""

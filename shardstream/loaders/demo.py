@@ -37,19 +37,19 @@ def find_local_raw():
     """The raw Fashion-MNIST files if they are already on this machine, else None (no
     download is tried)."""
     from ..converters.datasets import DATASETS
-    from ..converters.fetch import search_raw
+    from ..converters.fetch import find_raw
 
-    return search_raw(DATASETS[DATASET])
+    try:
+        return find_raw(DATASETS[DATASET], download=False, progress=False)
+    except ShardstreamError:
+        return None
 
 
 def prepare_raw(raw_dir, train, test, quick):
     """(raw folder to convert from, description): the real dataset when found locally (not in
     quick mode), else a synthetic stand-in of ``train``/``test`` images written to ``raw_dir``."""
     if not quick:
-        try:
-            found = find_local_raw()
-        except ShardstreamError:
-            found = None
+        found = find_local_raw()
         if found:
             folder = os.path.dirname(found["train"][0])
             return folder, f"real Fashion-MNIST found in {folder}"
@@ -140,6 +140,7 @@ def time_pipelines(train_location, raw_dir, torch_batches):
     holds every batch before the first comes out, so a partial run would not be shorter).
     Returns a list of (pipeline, seconds per epoch, note)."""
     from ..converters.datasets import DATASETS
+    from ..converters.fetch import find_raw
     from ..converters.idx import read_idx
     from . import tf_loader, torch_loader
     from .bench import time_epoch
@@ -152,10 +153,8 @@ def time_pipelines(train_location, raw_dir, torch_batches):
     seconds, _ = time_epoch(ds)
     rows.append(("shardstream tf_dataset", seconds, ""))
 
-    spec = DATASETS[DATASET]
-    images_file, labels_file = spec.raw_files["train"]
-    images = read_idx(os.path.join(raw_dir, images_file))
-    labels = read_idx(os.path.join(raw_dir, labels_file))
+    images_file, labels_file = find_raw(DATASETS[DATASET], raw_dir=raw_dir, download=False)["train"]
+    images, labels = read_idx(images_file), read_idx(labels_file)
     book = book_torch_pipeline(images, labels, BATCH, RESIZE)
     tic = time.perf_counter()
     done = 0
@@ -200,7 +199,7 @@ def demo(out="shardstream-demo", quick=False):
     manifests = convert(DATASET, shards, raw=raw, formats=("tar", "parquet"),
                         shard_size=shard_size, encoding="npy", overwrite=True, progress=False)
     for m in manifests:
-        _say(f"    {m.split}: {m.num_samples:,} samples in {len(m.shard_sizes)} shards per format")
+        _say(f"    {m.split}: {m.num_samples:,} samples, {len(m.shard_sizes)} shard(s) per format")
     _say(f"    ({time.perf_counter() - tic:.1f} s)")
     train_location = os.path.join(shards, DATASET, "train")
 
@@ -214,6 +213,7 @@ def demo(out="shardstream-demo", quick=False):
     timings = time_pipelines(train_location, raw, torch_batches)
     ours = min(s for name, s, _ in timings[:2])
     width = max(len(name) for name, _, _ in timings)
+    _say(f"    {'pipeline'.ljust(width)}  {'s/epoch':>10}  {'vs ours':>7}")
     for name, seconds, note in timings:
         ratio = f"{seconds / ours:6.1f}x" if ours > 0 else ""
         _say(f"    {name.ljust(width)}  {seconds:8.2f} s  {ratio}  {note}".rstrip())

@@ -14,6 +14,7 @@ released to the fetcher, as soon as its samples are in the pool.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -63,21 +64,35 @@ class ShardSource:
         self.format = fmt
         self.fetcher = fetcher
 
-    def load(self, shard_index: int) -> tuple[np.ndarray, np.ndarray]:
+    def load(self, shard_index: int, want=None) -> tuple[np.ndarray, np.ndarray]:
         """Shard ``shard_index`` decoded: images uint8 (n, H, W, C), labels int64 (n,), with
-        ``n = manifest.shard_sizes[shard_index]``.  The file is read with one ``read`` call from
-        the local file the fetcher provides (the shard itself, or its cached copy)."""
+        ``n = manifest.shard_sizes[shard_index]``; or, with ``want`` (int (m,) indices into the
+        shard, repeats allowed), just those samples: (m, H, W, C), (m,) — for PNG shards only
+        those images are decoded.  The file is read with one ``read`` call from the local file
+        the fetcher provides (the shard itself, or its cached copy)."""
         path = self.fetcher.local_file(shard_index)
         with open(path, "rb") as f:
             data = f.read()
-        images, labels = formats.read_shard(self.format, data, self.manifest, shard_index)
         expected = int(self.manifest.shard_sizes[shard_index])
-        if len(images) != expected or len(labels) != expected:
+        payloads, labels = formats.read_payloads(self.format, data, self.manifest, shard_index)
+        if len(payloads) != expected or len(labels) != expected:
             name = self.manifest.shards[self.format][shard_index].name
-            raise ShardError(f"shard {name} of {self.location} holds {len(images)} samples, the "
+            raise ShardError(f"shard {name} of {self.location} holds {len(labels)} samples, the "
                              f"manifest says {expected}; re-run the conversion or `shardstream "
                              f"verify {self.location}`")
-        return images, labels
+        if want is None:
+            return formats.decode_payloads(payloads, self.manifest, shard_index), labels
+        want = np.asarray(want, dtype=np.int64)
+        if isinstance(payloads, np.ndarray):
+            return payloads[want], labels[want]
+        try:
+            images = formats.decode_payloads([payloads[i] for i in want], self.manifest,
+                                             shard_index)
+        except ShardError:
+            # decode the whole shard for the message naming the exact bad sample
+            formats.decode_payloads(payloads, self.manifest, shard_index)
+            raise
+        return images, labels[want]
 
     def release(self, shard_index: int) -> None:
         """Tell the fetcher that this worker no longer needs shard ``shard_index``."""
@@ -96,6 +111,9 @@ def open_stream(location: str, *, format: str = "auto", storage_options=None, ca
     if manifest is None:
         manifest = load_manifest(location, storage_options=storage_options)
     fmt = choose_format(manifest, format)
+    # import the format's reader (pyarrow for Parquet) now, so that DataLoader workers forked
+    # later inherit it instead of each importing it again at every epoch
+    importlib.import_module(f"{formats.__package__}.{fmt}shard")
     fetcher = ShardFetcher(location, manifest, fmt, storage_options=storage_options,
                            cache_dir=cache_dir, cache_limit=cache_limit, token=token)
     return ShardSource(location, manifest, fmt, fetcher)
@@ -226,14 +244,17 @@ def iter_batches(source: ShardSource, plan, worker: int = 0, num_workers: int = 
         plan, offsets, worker, num_workers, group)
     if stats is None:
         stats = ExecStats()
-    # positions (into ids) of each shard's samples, grouped by shard
-    by_shard = np.argsort(shards, kind="stable")
+    # per position: the index within its shard; positions grouped by shard (int32: the index
+    # arrays cost 12 bytes per sample of this worker, on top of the plan's 8)
+    local_of = (ids - offsets[shards]).astype(np.int32)
+    by_shard = np.argsort(shards, kind="stable").astype(np.int32)
     sorted_shards = shards[by_shard]
     shard_start = np.searchsorted(sorted_shards, load_order, side="left")
     shard_stop = np.searchsorted(sorted_shards, load_order, side="right")
-    slot_of = np.empty(len(ids), np.int64)
+    del ids, shards, sorted_shards
+    slot_of = np.empty(len(local_of), np.int32)
     pool = _Pool(manifest.image_shape,
-                 min(len(ids), plan.batch_size + int(np.max(manifest.shard_sizes, initial=1))))
+                 min(len(local_of), plan.batch_size + int(np.max(manifest.shard_sizes, initial=1))))
     next_load = 0
     for j, k in enumerate(batches):
         while next_load < len(load_order) and first_batch[next_load] <= j:
@@ -241,10 +262,9 @@ def iter_batches(source: ShardSource, plan, worker: int = 0, num_workers: int = 
             ahead = load_order[next_load + 1: next_load + 1 + PREFETCH_AHEAD]
             if len(ahead):
                 source.prefetch(ahead)
-            images, labels = source.load(s)
             pos = by_shard[shard_start[next_load]: shard_stop[next_load]]
-            local = ids[pos] - offsets[s]
-            slot_of[pos] = pool.put(images[local], labels[local])
+            images, labels = source.load(s, local_of[pos])
+            slot_of[pos] = pool.put(images, labels)
             del images, labels
             source.release(s)
             stats.shards_read.append(s)

@@ -108,11 +108,12 @@ def show_images(imgs, num_rows, num_cols, titles=None, scale=1.5):
         f = float(int(f)) if f >= 1 else f  # enlarge by a whole factor: every pixel equally big
         size = (max(1, round(w * f)), max(1, round(h * f)))
         tile = Image.fromarray(a).convert("RGB").resize(size, Image.Resampling.NEAREST)
-        canvas.paste(tile, (x0 + pad + (box - size[0]) // 2, y0 + pad + (box - size[1]) // 2))
-        if i < len(titles):
+        top = y0 + pad + (box - size[1]) // 2
+        canvas.paste(tile, (x0 + pad + (box - size[0]) // 2, top))
+        if i < len(titles):  # just under the image
             text = _fit(draw, titles[i], font, cell - 2 * pad)
-            draw.text((x0 + cell / 2, y0 + cell + title_h / 2), text, fill=TEXT, font=font,
-                      anchor="mm")
+            draw.text((x0 + cell / 2, top + size[1] + 2 * pad), text, fill=TEXT, font=font,
+                      anchor="mt")
     return canvas
 
 

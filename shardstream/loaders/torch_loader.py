@@ -53,18 +53,14 @@ class ShardDataset(torch.utils.data.IterableDataset):
     (``torch.utils.data.get_worker_info``) it executes only the runs ``w, w + W, ...`` of
     :data:`WORKER_GROUP` consecutive batches and yields each run as one item
     ``(X, y, sizes)`` (the run's batches concatenated); :class:`ShardLoader` splits them.  Picklable:
-    holds only the checked options and the manifest; each process opens the shards itself."""
+    holds the checked options, the manifest and the shard source (whose fetcher is safe to
+    fork or pickle into workers), or opens the source on first use."""
 
-    def __init__(self, opts: LoaderOptions, manifest):
+    def __init__(self, opts: LoaderOptions, manifest, source=None):
         super().__init__()
         self.opts = opts
         self.manifest = manifest
-        self._source = None
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_source"] = None
-        return state
+        self._source = source
 
     def source(self):
         """The shard source of this process (opened on first use)."""
@@ -125,6 +121,7 @@ class ShardLoader:
         self.prefetch_factor = prefetch_factor
         self._total = opts.plan(manifest, start_batch=0).num_batches
         self._batch = opts.start_batch
+        self._source = opts.open(manifest)   # shared with (forked) workers
 
     @property
     def epoch(self) -> int:
@@ -133,7 +130,8 @@ class ShardLoader:
     @property
     def dataset(self) -> ShardDataset:
         """The IterableDataset for the current epoch from the current start batch."""
-        return ShardDataset(self._opts.with_(start_batch=self._batch), self.manifest)
+        return ShardDataset(self._opts.with_(start_batch=self._batch), self.manifest,
+                            self._source)
 
     def __len__(self) -> int:
         """Batches the next iteration yields: the rest of the epoch from the resume point, or the

@@ -24,9 +24,10 @@ wait for it, and no process deletes a shard another one is using.
 ``cache_limit`` (bytes, or a string such as ``"2GB"`` / ``"512MiB"``) bounds the bytes of the
 shard files in the cache directory.  Before a download, least-recently-used shards (by file
 modification time, refreshed on every use) that no process is using and that this process has
-not asked to prefetch are deleted until the new shard fits.  Shards in use are never deleted, so
-while the shards in use alone exceed the limit the cache grows past it by those shards; prefetching
-never does (a shard that does not fit is left to be fetched when it is needed).  A limit smaller than the largest shard is an
+not asked to prefetch are deleted until the new shard fits, and again whenever a shard is
+released.  Shards in use are never deleted, so while the shards in use alone exceed the limit the
+cache grows past it by those shards (and shrinks back as they are released); prefetching never
+does (a shard that does not fit is left to be fetched when it is needed).  A limit smaller than the largest shard is an
 :class:`InputError` at construction.
 """
 

@@ -20,7 +20,7 @@ import json
 
 import numpy as np
 
-from ..errors import ShardError
+from ..errors import InputError, ShardError
 from .formats import key_digits
 
 # Compression: none for npy (raw pixels are read straight out of the page buffer at memory
@@ -80,8 +80,8 @@ def write_parquet(fileobj, first_id: int, payloads, labels, encoding: str, shape
         raw = np.ascontiguousarray(payloads, dtype=np.uint8)
         per = int(np.prod(shape))
         if per * n >= 2**31:
-            raise ValueError("a Parquet shard holds under 2 GiB of image data; use a smaller "
-                             "--shard-size")
+            raise InputError(f"a Parquet shard holds under 2 GiB of image data, {n} images of "
+                             f"{shape} are {per * n} bytes; use a smaller --shard-size")
         offsets = np.arange(n + 1, dtype=np.int32) * per
         images = pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets),
                                                         pa.py_buffer(raw.reshape(-1))])

@@ -1,0 +1,136 @@
+"""``shardstream convert imagefolder DIR OUT``: a folder of images sorted into class folders.
+
+Accepted layouts:
+
+- ``DIR/<class>/<image>``: one split, called ``train``;
+- ``DIR/<split>/<class>/<image>`` with split folders ``train`` and ``test`` or ``val``
+  (any of them; they must share the same class folders).
+
+Images are PNG or JPEG (``.png``, ``.jpg``, ``.jpeg``, any case), all grayscale (``L``) or all
+RGB, all of one size; classes are the folder names, sorted; samples within a class are taken in
+sorted file-name order.  Anything else is an :class:`InputError` naming the odd file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import numpy as np
+
+from ..errors import InputError
+
+EXTENSIONS = (".png", ".jpg", ".jpeg")
+SPLIT_NAMES = ("train", "test", "val")
+
+
+def _subdirs(folder: str) -> list[str]:
+    return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+
+
+def scan(folder: str) -> dict:
+    """``{split: [(path, class name), ...]}`` of the images under ``folder`` and the sorted
+    class names: ``({split: [...]}, classes)``."""
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        raise InputError(f"{folder}: no such folder; `convert imagefolder DIR OUT` needs a folder "
+                         f"of class subfolders of images")
+    top = _subdirs(folder)
+    if top and all(d in SPLIT_NAMES for d in top):
+        splits = {d: os.path.join(folder, d) for d in top}
+    else:
+        splits = {"train": folder}
+    classes = None
+    found = {}
+    for split, path in splits.items():
+        cls = _subdirs(path)
+        if not cls:
+            raise InputError(f"{path}: holds no class subfolders; put the images of each class "
+                             f"in a folder named after the class")
+        if classes is None:
+            classes = cls
+        elif cls != classes:
+            raise InputError(f"{path}: class folders {cls} differ from those of the other split "
+                             f"({classes}); every split needs the same class folders")
+        items = []
+        for c in cls:
+            cdir = os.path.join(path, c)
+            for name in sorted(os.listdir(cdir)):
+                p = os.path.join(cdir, name)
+                if name.startswith(".") or not os.path.isfile(p):
+                    continue
+                if not name.lower().endswith(EXTENSIONS):
+                    raise InputError(f"{p}: not a PNG or JPEG file (extension); remove it or "
+                                     f"convert it to PNG")
+                items.append((p, c))
+        if not items:
+            raise InputError(f"{path}: the class folders hold no images")
+        found[split] = items
+    return found, classes
+
+
+def load_images(items, classes, root) -> tuple[np.ndarray, np.ndarray, str]:
+    """(images uint8 (N, H, W, C), labels int64 (N,), sha256 of all file bytes) of ``items``;
+    C = 1 for grayscale, 3 for RGB.  :class:`InputError` naming the first file whose size or
+    mode differs from the first image's."""
+    from PIL import Image
+
+    index = {c: i for i, c in enumerate(classes)}
+    digest = hashlib.sha256()
+    images, labels = None, np.empty(len(items), dtype=np.int64)
+    first = None
+    for k, (path, c) in enumerate(items):
+        with open(path, "rb") as f:
+            data = f.read()
+        digest.update(os.path.relpath(path, root).replace(os.sep, '/').encode() + b"\0" + hashlib.sha256(data).digest())
+        try:
+            import io
+
+            with Image.open(io.BytesIO(data), formats=("PNG", "JPEG")) as im:
+                mode = {"L": "L", "1": "L", "P": "RGB", "RGB": "RGB", "RGBA": "RGB",
+                        "I;16": None, "I": None}.get(im.mode, "RGB")
+                if mode is None:
+                    raise InputError(f"{path}: {im.mode} images (16/32-bit) are not supported; "
+                                     f"save it as 8-bit grayscale or RGB")
+                if first is None:
+                    first = (path, im.size, mode)
+                    images = np.empty((len(items), im.size[1], im.size[0],
+                                       1 if mode == "L" else 3), dtype=np.uint8)
+                if im.size != first[1]:
+                    raise InputError(f"{path}: image of {im.size[0]}x{im.size[1]} (WxH), expected "
+                                     f"{first[1][0]}x{first[1][1]} like {first[0]}; all images "
+                                     f"must be one size: resize or remove it")
+                if mode != first[2]:
+                    raise InputError(f"{path}: {'RGB' if mode == 'RGB' else 'grayscale'} image "
+                                     f"among {'RGB' if first[2] == 'RGB' else 'grayscale'} ones "
+                                     f"(like {first[0]}); all images must be one kind")
+                arr = np.asarray(im.convert(mode))
+        except InputError:
+            raise
+        except Exception as exc:  # PIL raises many kinds
+            raise InputError(f"{path}: not a readable PNG/JPEG image ({type(exc).__name__}: "
+                             f"{exc})") from None
+        images[k] = arr.reshape(images.shape[1:])
+        labels[k] = index[c]
+    return images, labels, digest.hexdigest()
+
+
+def convert_imagefolder(folder, out, *, name=None, formats=("tar", "parquet"),
+                        shard_size: int = 10000, encoding: str = "npy", overwrite: bool = False,
+                        progress: bool = True) -> list:
+    """Convert the image folder ``folder`` into ``<out>/<name>/<split>/`` (``name`` defaults to
+    the folder's name); returns one manifest per split."""
+    from .convert import write_split
+
+    folder = os.fspath(folder)
+    dataset = name or os.path.basename(os.path.normpath(os.path.abspath(folder)))
+    found, classes = scan(folder)
+    loaded = {}
+    for split, items in found.items():
+        images, labels, digest = load_images(items, classes, folder)
+        loaded[split] = (images, labels, {"synthetic": False, "imagefolder": dataset,
+                                          "files": len(items), "sha256": digest})
+    return [write_split(out, dataset, split, images, labels, classes, src, formats=formats,
+                        shard_size=shard_size, encoding=encoding, overwrite=overwrite,
+                        progress=progress)
+            for split, (images, labels, src) in loaded.items()]
