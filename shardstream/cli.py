@@ -191,9 +191,13 @@ def build_parser():
 
     s = sub.add_parser("serve", help="serve a folder of shards over HTTP",
                        description="Serve converted shards read-only over HTTP (GET/HEAD, byte "
-                                   "ranges, ETag), with an index of datasets at /.")
+                                   "ranges, ETag), with an index of datasets at /. Ctrl+C or "
+                                   "SIGTERM stops it after in-flight downloads finish. Guide: "
+                                   "docs/serve.md.")
     s.add_argument("root", help="folder to serve")
-    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0: every "
+                        "interface, use a token then)")
     s.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     s.add_argument("--token", default=os.environ.get("SHARDSTREAM_TOKEN"),
                    help="require 'Authorization: Bearer TOKEN' (default $SHARDSTREAM_TOKEN)")
@@ -243,6 +247,11 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `shardstream info ... | head`: the reader went away; not an error of ours.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     return int(rc or 0)
 
 

@@ -17,8 +17,6 @@ def _json_rows(capsys, argv):
 
 
 def test_bench_rows_for_each_framework_batch_size_and_worker_count(train_split, capsys):
-    pytest.importorskip("torch")
-    pytest.importorskip("tensorflow")
     rows = _json_rows(capsys, ["bench", train_split, "--framework", "torch,tf",
                                "--batch-size", "1,300", "--workers", "0", "--epochs", "2",
                                "--resize", "32", "--json"])
@@ -33,7 +31,6 @@ def test_bench_rows_for_each_framework_batch_size_and_worker_count(train_split, 
 
 
 def test_bench_table_and_workers(train_split, capsys):
-    pytest.importorskip("torch")
     assert cli.main(["bench", train_split, "--framework", "torch", "--batch-size", "128",
                      "--workers", "0,2", "--epochs", "1"]) == 0
     out = capsys.readouterr().out.splitlines()
@@ -44,7 +41,6 @@ def test_bench_table_and_workers(train_split, capsys):
 
 
 def test_profile_breaks_the_epoch_down(train_split, fmnist_png_shards, capsys):
-    pytest.importorskip("torch")
     png_split = str(fmnist_png_shards / "fashion-mnist" / "train")
     rows = {}
     for name, loc in (("npy", train_split), ("png", png_split)):

@@ -29,7 +29,7 @@ def data(fmnist_shards):
 
 
 def test_members_like_the_chapter(data, raw):
-    torch = pytest.importorskip("torch")
+    import torch
     assert (len(data.train), len(data.val)) == (1000, 250)
     image, label = data.train[0]
     assert isinstance(image, torch.Tensor) and image.shape == torch.Size([1, 32, 32])
@@ -49,7 +49,7 @@ def test_members_like_the_chapter(data, raw):
 
 
 def test_dataloaders_are_the_streaming_loaders(data, fmnist_shards, raw):
-    torch = pytest.importorskip("torch")
+    import torch
     from shardstream import torch_loader
 
     train = data.train_dataloader()
@@ -72,7 +72,7 @@ def test_dataloaders_are_the_streaming_loaders(data, fmnist_shards, raw):
 
 
 def test_text_labels_and_visualize(data):
-    torch = pytest.importorskip("torch")
+    import torch
     names = list(data.classes)
     assert len(names) == 10
     assert data.text_labels([0, 9]) == [names[0], names[9]]
@@ -89,7 +89,7 @@ def test_text_labels_and_visualize(data):
 
 
 def test_tf_framework_gives_the_same_data(data, fmnist_shards):
-    tf = pytest.importorskip("tensorflow")
+    import tensorflow as tf
     tfdata = FashionMNIST(batch_size=64, resize=(32, 32), root=str(fmnist_shards), framework="tf")
     image, label = tfdata.train[5]
     assert isinstance(image, tf.Tensor) and tuple(image.shape) == (32, 32, 1)
@@ -107,7 +107,6 @@ def test_tf_framework_gives_the_same_data(data, fmnist_shards):
 
 
 def test_original_size_means_no_resize(fmnist_shards, raw):
-    pytest.importorskip("torch")
     d = FashionMNIST(root=str(fmnist_shards))                 # the book's resize=(28, 28)
     images, _ = raw("train")
     assert np.array_equal(d.train[3][0].numpy()[0], images[3, ..., 0] / np.float32(255))
@@ -115,7 +114,6 @@ def test_original_size_means_no_resize(fmnist_shards, raw):
 
 
 def test_converts_once_when_root_is_empty(fmnist_raw, tmp_path, capsys):
-    pytest.importorskip("torch")
     root = tmp_path / "shards"
     d = FashionMNIST(batch_size=32, root=str(root), raw=str(fmnist_raw))
     assert "converting it once" in capsys.readouterr().out

@@ -316,3 +316,14 @@ def test_fetcher_survives_fork(remote_split, tmp_path):
     assert os.path.exists(f.cache_path(0))
     f.close()
     assert cache_mod.ShardFetcher is ShardFetcher
+
+
+def test_token_is_sent_for_http_and_refused_for_s3(tmp_path, http_serve, monkeypatch):
+    monkeypatch.delenv("SHARDSTREAM_TOKEN", raising=False)
+    manifest = _fake_split(tmp_path / "srv" / "train", n=1)
+    srv = http_serve(tmp_path / "srv", token="abc")
+    f = ShardFetcher(srv.url + "/train", manifest, "tar", cache_dir=str(tmp_path / "c"),
+                     token="abc")
+    assert _read(f.local_file(0)) == (tmp_path / "srv" / "train" / "train-000000.tar").read_bytes()
+    with pytest.raises(InputError, match="HTTP bearer token"):
+        ShardFetcher("s3://bucket/train", manifest, "tar", token="abc")

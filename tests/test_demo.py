@@ -4,15 +4,12 @@ Budget: ~25 s (a 1,500 + 300 image stand-in; torch and tf both imported).
 """
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from shardstream import cli
 
 
 def test_demo_quick(tmp_path, capsys):
-    pytest.importorskip("torch")
-    pytest.importorskip("tensorflow")
     out = tmp_path / "demo"
     assert cli.main(["demo", "--out", str(out), "--quick"]) == 0
     text = capsys.readouterr().out
@@ -38,8 +35,6 @@ def test_demo_quick(tmp_path, capsys):
 
 
 def test_demo_result_and_rerun(tmp_path, capsys):
-    pytest.importorskip("torch")
-    pytest.importorskip("tensorflow")
     from shardstream.loaders.demo import demo
 
     first = demo(out=str(tmp_path / "d"), quick=True)

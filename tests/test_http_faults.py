@@ -163,3 +163,12 @@ def test_concurrent_loaders_share_an_evicting_cache(served, tmp_path):
                     [(x.numpy(), y.numpy()) for x, y in reference])
     assert sum(p.stat().st_size for p in (tmp_path / "shards").iterdir()) <= limit
     assert sum(_tar_requests(srv.requests).values()) > 8        # evicted shards came back
+
+
+def test_stream_from_shardstream_serve_with_token(fmnist_shards, shard_server, local_torch,
+                                                  tmp_path, monkeypatch):
+    """The project's own server (``shardstream serve --token``) behind the loader."""
+    monkeypatch.delenv("SHARDSTREAM_TOKEN", raising=False)
+    url = shard_server(str(fmnist_shards), token="tok-123") + "/fashion-mnist/train"
+    got = torch_batches(url, 2, storage_options={"token": "tok-123"}, cache_dir=str(tmp_path))
+    assert_same(got, local_torch)

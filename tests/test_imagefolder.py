@@ -91,3 +91,23 @@ def test_bad_folders_name_the_odd_file(tmp_path, capsys, problem):
 def test_imagefolder_needs_its_folder(tmp_path, capsys):
     assert main(["convert", "imagefolder", str(tmp_path / "out")]) == 1
     assert "needs the image folder" in capsys.readouterr().err
+
+
+def test_changed_folder_refuses_without_overwrite(tmp_path, capsys):
+    src = tmp_path / "src"
+    for split in ("train", "test"):
+        _write(src / split, {"a": [np.full((4, 4), 9, np.uint8)],
+                             "b": [np.zeros((4, 4), np.uint8)]})
+    out = str(tmp_path / "out")
+    assert main(["convert", "imagefolder", str(src), out, "--name", "ab", "-q"]) == 0
+    assert main(["convert", "imagefolder", str(src), out, "--name", "ab", "-q"]) == 0  # same
+    Image.fromarray(np.full((4, 4), 200, np.uint8)).save(src / "test" / "b" / "000.png")
+    before = (tmp_path / "out" / "ab" / "train" / "manifest.json").read_bytes()
+    assert main(["convert", "imagefolder", str(src), out, "--name", "ab", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "different conversion" in err and str(tmp_path / "out" / "ab" / "test") in err
+    assert (tmp_path / "out" / "ab" / "train" / "manifest.json").read_bytes() == before
+    assert main(["convert", "imagefolder", str(src), out, "--name", "ab", "--overwrite",
+                 "-q"]) == 0
+    _, images, _ = _read_all(str(tmp_path / "out" / "ab" / "test"))
+    assert images[1, 0, 0, 0] == 200

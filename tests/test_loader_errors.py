@@ -111,3 +111,20 @@ def test_missing_remote_shard(loader_splits, tmp_path, shard_server, build):
     url = shard_server(str(tmp_path / "served")) + "/split"
     with pytest.raises(ManifestError, match=f"{name}.*does not exist"):
         build(url, batch_size=8, format="tar")
+
+
+def test_corrupt_png_sample_names_the_sample(loader_splits, tmp_path):
+    """A damaged PNG inside a shard: ShardError naming the shard and sample when it is read
+    (also when the worker decodes only the samples it needs)."""
+    src = loader_splits["png"][0]
+    broken = tmp_path / "corrupt"
+    shutil.copytree(src, broken)
+    name = json.loads((broken / "manifest.json").read_text())["shards"]["tar"][2]["name"]
+    data = bytearray((broken / name).read_bytes())
+    at = [i for i in range(len(data)) if data.startswith(b"\x89PNG", i)][10]
+    data[at + 8: at + 24] = bytes(16)           # wipe the IHDR chunk of the 11th sample
+    (broken / name).write_bytes(bytes(data))
+    loader = ss.torch_loader(str(broken), batch_size=50, format="tar", num_workers=0)
+    with pytest.raises(ShardError, match=f"{name[:-4]}.*{2 * 128 + 10:09d}"):
+        for _ in loader:
+            pass

@@ -213,7 +213,8 @@ def test_executor_holds_only_what_the_plan_still_needs(split, num_workers, group
         stats = ExecStats()
         batches = []
         for k, x, y in iter_batches(source, plan, w, num_workers, stats=stats, group=group):
-            assert np.array_equal(x, images[plan.batch(k)]) and np.array_equal(y, labels[plan.batch(k)])
+            ids = plan.batch(k)
+            assert np.array_equal(x, images[ids]) and np.array_equal(y, labels[ids])
             batches.append(k)
         assert batches == [k for k in range(plan.num_batches) if (k // group) % num_workers == w]
         reads = [i for what, i in rec.log if what == "read"]
@@ -288,3 +289,56 @@ def test_tf_dataset_fn_takes_rank_and_batch_from_the_input_context(split):
     dist = strategy.distribute_datasets_from_function(fn)
     first = next(iter(dist))
     assert first[0].shape[0] == 60
+
+
+def test_tf_stops_cleanly_when_abandoned(split):
+    """Taking a few batches and dropping the dataset leaves no producer thread behind."""
+    import threading
+
+    location = split[0]
+    ds = ss.tf_dataset(location, batch_size=10, shuffle_buffer=300, num_parallel=2)
+    assert len(list(ds.take(3))) == 3
+    __import__("gc").collect()
+    for _ in range(100):
+        if not any(t.name.startswith("shardstream-tf") for t in threading.enumerate()):
+            break
+        __import__("time").sleep(0.1)
+    assert not any(t.name.startswith("shardstream-tf") for t in threading.enumerate())
+
+
+def test_tf_reports_a_shard_gone_bad(split, tmp_path):
+    """A shard damaged after construction is an error naming it out of the iteration, not a
+    hang or a short epoch."""
+    import shutil
+
+    location = split[0]
+    broken = tmp_path / "broken"
+    shutil.copytree(location, broken)
+    ds = ss.tf_dataset(str(broken), batch_size=10, format="tar", shuffle=False)
+    name = sorted(p.name for p in broken.glob("*.tar"))[3]
+    data = (broken / name).read_bytes()
+    (broken / name).write_bytes(bytes(len(data)))     # same size, no valid tar header
+    # tf.data re-raises the ShardError from its generator thread as a tf error with its text
+    with pytest.raises(Exception, match=f"ShardError: {name}"):
+        for _ in ds:
+            pass
+
+
+def test_served_split_gives_the_local_batches(split, tmp_path, shard_server):
+    """Through `shardstream serve` (HTTP, shard cache, DataLoader workers) and through tf.data:
+    the same batches as from the local folder."""
+    import shutil
+
+    location = split[0]
+    shutil.copytree(location, tmp_path / "root" / "train")
+    url = shard_server(str(tmp_path / "root")) + "/train"
+    kw = dict(batch_size=100, resize=(16, 16), shuffle_buffer=300, seed=5)
+    local = [(X.numpy(), y.numpy()) for X, y in ss.torch_loader(location, **kw)]
+    remote = [(X.numpy(), y.numpy()) for X, y in
+              ss.torch_loader(url, num_workers=2, cache_dir=str(tmp_path / "cache"), **kw)]
+    remote_tf = [(X.numpy(), y.numpy()) for X, y in
+                 ss.tf_dataset(url, cache_dir=str(tmp_path / "cache2"), **kw)]
+    assert len(local) == len(remote) == len(remote_tf) == 10
+    for (a, b), (c, d), (e, f) in zip(local, remote, remote_tf):
+        assert np.array_equal(a, c) and np.array_equal(b, d)
+        assert np.array_equal(a.transpose(0, 2, 3, 1), e) and np.array_equal(b, f)

@@ -41,8 +41,6 @@ def test_the_two_setup_commands_are_the_ci_commands():
 
 
 def test_python_examples_run(in_readme_folder):
-    pytest.importorskip("torch")
-    pytest.importorskip("tensorflow")
     blocks = _blocks("python")
     assert len(blocks) >= 6
     namespace = {"__name__": "__readme__"}

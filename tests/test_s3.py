@@ -67,6 +67,8 @@ def test_verify_s3(s3_converted, s3_server, monkeypatch, capsys):
     assert verify(train, storage_options=opts) == []
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint)
     assert main(["verify", train, "-q"]) == 0
+    assert main(["info", train, "--json"]) == 0
+    assert '"num_samples": 1000' in capsys.readouterr().out
     # a damaged copy of the split is named by verify
     bucket = s3_server.bucket("verify-damaged")
     for name in storage.listdir(train, opts):

@@ -85,7 +85,7 @@ def test_show_errors(train_split, tmp_path, capsys):
 
 
 def test_show_images_accepts_framework_batches_and_displays_inline():
-    torch = pytest.importorskip("torch")
+    import torch
     rng = np.random.default_rng(0)
     x = rng.random((3, 1, 28, 28), dtype=np.float32)
     a = show_images(torch.from_numpy(x), 1, 4, titles=["a", "b", "c"], scale=1.0)

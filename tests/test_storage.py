@@ -221,3 +221,10 @@ def test_http_403_404_fail_at_once(served, fault_proxy, kind):
     with pytest.raises(NotFoundError, match=rf"{name}.*(403|404).*token"):
         storage.read_bytes(proxy.url + "/d/" + name)
     assert proxy.requests["/d/" + name] == 1      # no retry storm
+
+
+def test_with_token_only_for_http():
+    assert storage.with_token("http://h/x", {"retries": 1}, "t") == {"retries": 1, "token": "t"}
+    assert storage.with_token("s3://b/x", {"retries": 1}, None) == {"retries": 1}
+    with pytest.raises(InputError, match="token= is an HTTP bearer token.*s3://b/x"):
+        storage.with_token("s3://b/x", None, "t")

@@ -107,17 +107,21 @@ def check_target(split_loc: str, new: dict, overwrite: bool) -> None:
                          f"another output folder")
 
 
-def _clean(split_loc: str, split: str, keep: set) -> None:
-    """Remove the shard files of ``split`` that ``keep`` does not list, and leftover temp files
-    of an interrupted run (local folders; on s3 only shard files)."""
+def _clean(split_loc: str, split: str, keep) -> None:
+    """Remove leftover temp files of an interrupted run (local folders) and, unless ``keep`` is
+    None, the shard files of ``split`` that ``keep`` (a set of names) does not list."""
     final, temp = _leftover_names(split)
+    local = storage.local_path(split_loc) is not None
+    if keep is None and not local:
+        return
     try:
         names = storage.listdir(split_loc)
     except storage.NotFoundError:
         return
     for name in names:
-        if (final.match(name) and name != MANIFEST_NAME and name not in keep) or (
-                temp.match(name) and storage.local_path(split_loc) is not None):
+        stale = keep is not None and final.match(name) and name != MANIFEST_NAME \
+            and name not in keep
+        if stale or (local and temp.match(name)):
             storage.remove(storage.join(split_loc, name))
 
 
@@ -141,6 +145,23 @@ def _encode_shard(fmt, first_id, images, labels, encoding, classes, pngs) -> byt
 
         write_parquet(buf, first_id, pngs, labels, "png", images.shape[1:], tuple(classes))
     return buf.getvalue()
+
+
+def target_header(dataset, split, images, labels, classes, source, *, formats, shard_size,
+                  encoding) -> dict:
+    """The manifest fields of a conversion known before any shard is written (what
+    :func:`check_target` compares): ``images`` uint8 (N, H, W[, C]), ``labels`` int (N,)."""
+    images, labels = np.asarray(images), np.asarray(labels)
+    n = len(labels)
+    shape = tuple(int(d) for d in images.shape[1:])
+    return {"dataset": dataset, "split": split, "num_samples": n,
+            "image_shape": shape + (1,) if len(shape) == 2 else shape, "encoding": encoding,
+            "classes": tuple(classes),
+            "label_counts": tuple(np.bincount(labels.astype(np.int64),
+                                              minlength=len(classes)).tolist()),
+            "formats": _check_args(formats, shard_size, encoding),
+            "shard_sizes": [min(s + shard_size, n) - s for s in range(0, n, shard_size)],
+            "source": dict(source)}
 
 
 def write_split(out_location: str, dataset: str, split: str, images: np.ndarray, labels,
@@ -173,17 +194,16 @@ def write_split(out_location: str, dataset: str, split: str, images: np.ndarray,
         raise InputError(f"{dataset}/{split}: sample {bad} has label {labels[bad]}, outside the "
                          f"{len(classes)} classes")
     split_loc = storage.join(out_location, dataset, split)
+    header = target_header(dataset, split, images, labels, classes, source, formats=formats,
+                           shard_size=shard_size, encoding=encoding)
+    sizes = header["shard_sizes"]
     starts = list(range(0, n, shard_size))
-    sizes = [min(s + shard_size, n) - s for s in starts]
-    header = {"dataset": dataset, "split": split, "num_samples": n,
-              "image_shape": tuple(int(d) for d in images.shape[1:]), "encoding": encoding,
-              "classes": tuple(classes),
-              "label_counts": tuple(np.bincount(labels, minlength=len(classes)).tolist()),
-              "formats": formats, "shard_sizes": sizes, "source": dict(source)}
     check_target(split_loc, header, overwrite)
-    if storage.local_path(split_loc) is not None:
-        _clean(split_loc, split, keep={shard_name(split, i, f) for i in range(len(starts))
-                                       for f in formats})  # leftovers of an interrupted run
+    manifest_loc = storage.join(split_loc, MANIFEST_NAME)
+    if overwrite and storage.exists(manifest_loc):
+        # the folder stops being a finished conversion while its shards are replaced
+        storage.remove(manifest_loc)
+    _clean(split_loc, split, keep=None)  # temp files of an interrupted run
 
     infos = {fmt: [] for fmt in formats}
     bar = tqdm(total=n, desc=f"{dataset}/{split}", unit="img", disable=not progress,
@@ -192,8 +212,7 @@ def write_split(out_location: str, dataset: str, split: str, images: np.ndarray,
         for index, start in enumerate(starts):
             stop = start + sizes[index]
             chunk, chunk_labels = images[start:stop], labels[start:stop]
-            pngs = ([encode_png(im) for im in chunk] if encoding == "png" and
-                    images.shape[3] in (1, 3) else None)
+            pngs = [encode_png(im) for im in chunk] if encoding == "png" else None
             for fmt in formats:
                 data = _encode_shard(fmt, start, chunk, chunk_labels, encoding, classes, pngs)
                 name = shard_name(split, index, fmt)
@@ -206,7 +225,7 @@ def write_split(out_location: str, dataset: str, split: str, images: np.ndarray,
                         image_shape=header["image_shape"], encoding=encoding,
                         classes=tuple(classes), label_counts=header["label_counts"],
                         shards={fmt: tuple(v) for fmt, v in infos.items()}, source=source)
-    storage.write_bytes(storage.join(split_loc, MANIFEST_NAME), manifest.to_json().encode())
+    storage.write_bytes(manifest_loc, manifest.to_json().encode())
     _clean(split_loc, split, keep={s.name for v in infos.values() for s in v})
     return manifest
 
@@ -301,16 +320,10 @@ def convert(dataset: str, out: str, source=None, raw=None, formats=FORMATS,
         paths = find_raw(spec, raw, progress=progress)
         data, sources = load_raw(spec, paths)
         for split in SPLITS:  # refuse before writing anything
-            images, labels = data[split]
-            n = len(labels)
-            check_target(storage.join(out, out_name, split), {
-                "dataset": out_name, "split": split, "num_samples": n,
-                "image_shape": tuple(images.shape[1:]) + (1,), "encoding": encoding,
-                "classes": tuple(spec.classes),
-                "label_counts": tuple(np.bincount(labels, minlength=len(spec.classes)).tolist()),
-                "formats": formats,
-                "shard_sizes": [min(s + shard_size, n) - s for s in range(0, n, shard_size)],
-                "source": sources[split]}, overwrite)
+            check_target(storage.join(out, out_name, split),
+                         target_header(out_name, split, *data[split], spec.classes,
+                                       sources[split], formats=formats, shard_size=shard_size,
+                                       encoding=encoding), overwrite)
         manifests = [write_split(out, out_name, split, data[split][0], data[split][1],
                                  spec.classes, sources[split], formats=formats,
                                  shard_size=shard_size, encoding=encoding, overwrite=overwrite,

@@ -116,7 +116,8 @@ def describe() -> list[dict]:
              "raw_files": list(s.all_files()), "mirrors": list(s.mirrors),
              "torchvision_folder": s.torchvision_folder, "keras_folder": s.keras_folder}
             for s in DATASETS.values()]
-    rows.append({"name": "imagefolder", "title": "your own images", "description": IMAGEFOLDER_HELP})
+    rows.append({"name": "imagefolder", "title": "your own images",
+                 "description": IMAGEFOLDER_HELP})
     return rows
 
 

@@ -51,7 +51,7 @@ def candidate_dirs(spec: DatasetSpec, raw_dir=None) -> list[str]:
         dirs.append(os.path.expanduser(os.path.join("~", ".keras", "datasets",
                                                     spec.keras_folder)))
     dirs.append(raw_cache_dir(spec))
-    return dirs
+    return list(dict.fromkeys(dirs))  # without repeats (./data is ~/data when cwd is ~)
 
 
 def _locate(folder: str, filename: str) -> str | None:

@@ -111,19 +111,20 @@ def read_idx(path, expect: int | None = None) -> np.ndarray:
 
 def idx_bytes(array: np.ndarray, compress: bool = True) -> bytes:
     """The bytes of ``array`` (uint8, 1-D labels or 3-D images) as an IDX file, gzip-compressed
-    when ``compress`` (deterministic: mtime 0, empty file-name field, level 6)."""
+    when ``compress`` (deterministic: mtime 0, empty file-name field, level 1 — as small as the
+    published files within a few percent, and several times faster to write than level 9)."""
     array = np.ascontiguousarray(array)
     if array.dtype != np.uint8 or array.ndim not in (1, 3):
         raise InputError(f"IDX arrays are uint8 1-D (labels) or 3-D (images), got "
                          f"{array.dtype} {array.shape}")
     magic = MAGIC_LABELS if array.ndim == 1 else MAGIC_IMAGES
-    raw = (magic.to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-           + array.tobytes())
+    head = magic.to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
     if not compress:
-        return raw
+        return head + array.tobytes()
     buf = io.BytesIO()
-    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=6) as gz:
-        gz.write(raw)
+    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=1) as gz:
+        gz.write(head)
+        gz.write(memoryview(array.reshape(-1)))
     return buf.getvalue()
 
 

@@ -14,6 +14,7 @@ sorted file-name order.  Anything else is an :class:`InputError` naming the odd 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 
 import numpy as np
@@ -82,10 +83,9 @@ def load_images(items, classes, root) -> tuple[np.ndarray, np.ndarray, str]:
     for k, (path, c) in enumerate(items):
         with open(path, "rb") as f:
             data = f.read()
-        digest.update(os.path.relpath(path, root).replace(os.sep, '/').encode() + b"\0" + hashlib.sha256(data).digest())
+        rel = os.path.relpath(path, root).replace(os.sep, "/")
+        digest.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
         try:
-            import io
-
             with Image.open(io.BytesIO(data), formats=("PNG", "JPEG")) as im:
                 mode = {"L": "L", "1": "L", "P": "RGB", "RGB": "RGB", "RGBA": "RGB",
                         "I;16": None, "I": None}.get(im.mode, "RGB")
@@ -120,7 +120,8 @@ def convert_imagefolder(folder, out, *, name=None, formats=("tar", "parquet"),
                         progress: bool = True) -> list:
     """Convert the image folder ``folder`` into ``<out>/<name>/<split>/`` (``name`` defaults to
     the folder's name); returns one manifest per split."""
-    from .convert import write_split
+    from ..shards import storage
+    from .convert import check_target, target_header, write_split
 
     folder = os.fspath(folder)
     dataset = name or os.path.basename(os.path.normpath(os.path.abspath(folder)))
@@ -130,6 +131,10 @@ def convert_imagefolder(folder, out, *, name=None, formats=("tar", "parquet"),
         images, labels, digest = load_images(items, classes, folder)
         loaded[split] = (images, labels, {"synthetic": False, "imagefolder": dataset,
                                           "files": len(items), "sha256": digest})
+    for split, (images, labels, src) in loaded.items():  # refuse before writing anything
+        check_target(storage.join(out, dataset, split),
+                     target_header(dataset, split, images, labels, classes, src, formats=formats,
+                                   shard_size=shard_size, encoding=encoding), overwrite)
     return [write_split(out, dataset, split, images, labels, classes, src, formats=formats,
                         shard_size=shard_size, encoding=encoding, overwrite=overwrite,
                         progress=progress)

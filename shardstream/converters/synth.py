@@ -85,7 +85,7 @@ def _silhouette(cls: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         m = box | handle
     else:           # ankle boot: shaft on the left, foot to the right
         shaft = (u > -0.75) & (u < -0.05) & (v > -0.9) & (v < 0.6)
-        foot = (u > -0.75) & (u < 0.9) & (v > 0.05 + 0.2 * (u < 0.3) * 0) & (v < 0.6)
+        foot = (u > -0.75) & (u < 0.9) & (v > 0.05) & (v < 0.6)
         foot &= (u - 0.9) ** 2 / 1.0 + (v - 0.6) ** 2 / 0.35 < 1.2
         m = shaft | foot | ((u > -0.75) & (u < 0.9) & (v >= 0.6) & (v < 0.72))
     return m.astype(np.float32)
@@ -93,10 +93,15 @@ def _silhouette(cls: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 def _blur(a: np.ndarray) -> np.ndarray:
     """Separable [1, 2, 1]/4 blur of (n, H, W) float32 along H and W (zero padding)."""
-    p = np.pad(a, ((0, 0), (1, 1), (0, 0)))
-    a = (p[:, :-2] + 2 * p[:, 1:-1] + p[:, 2:]) * 0.25
-    p = np.pad(a, ((0, 0), (0, 0), (1, 1)))
-    return (p[:, :, :-2] + 2 * p[:, :, 1:-1] + p[:, :, 2:]) * 0.25
+    for axis in (1, 2):
+        out = a * 2
+        lo, hi = [slice(None)] * 3, [slice(None)] * 3
+        lo[axis], hi[axis] = slice(None, -1), slice(1, None)
+        out[tuple(hi)] += a[tuple(lo)]
+        out[tuple(lo)] += a[tuple(hi)]
+        out *= 0.25
+        a = out
+    return a
 
 
 def make_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -119,7 +124,7 @@ def make_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     for c in range(10):
         sel = np.flatnonzero(labels == c)
         if len(sel):
-            mask[sel] = _silhouette(c, u[sel] if u.shape[0] == n else u, v[sel])
+            mask[sel] = _silhouette(c, u[sel], v[sel])
     shade = 1.0 - 0.1 * (v + 1)
     img = mask * bright * shade * (0.72 + 0.25 * texture + 0.08 * fine)
     img = _blur(img)
@@ -159,8 +164,6 @@ def synthesize(name: str, out_dir, num_train: int = 60000, num_test: int = 10000
     """
     import time
 
-    from tqdm import tqdm
-
     from ..shards import storage
 
     spec = get_spec(name)
@@ -172,8 +175,6 @@ def synthesize(name: str, out_dir, num_train: int = 60000, num_test: int = 10000
         images, labels = synth_split(counts[split], seed, split, progress)
         img_name, lbl_name = spec.files[split]
         img_path, lbl_path = os.path.join(out_dir, img_name), os.path.join(out_dir, lbl_name)
-        if progress:
-            tqdm.write(f"writing {img_path}", file=__import__("sys").stderr)
         storage.write_bytes(img_path, idx_bytes(images))
         storage.write_bytes(lbl_path, idx_bytes(labels))
         paths[split] = (img_path, lbl_path)

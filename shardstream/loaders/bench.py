@@ -29,6 +29,8 @@ from ..errors import InputError
 from ..shards import formats
 
 FRAMEWORKS = ("torch", "tf")
+#: the parts of an epoch :func:`profile_epoch` times separately
+PARTS = ("read", "decode", "gather", "resize")
 
 
 def _check(frameworks, batch_sizes, workers, epochs):
@@ -89,10 +91,18 @@ def time_epoch(loader):
 
 
 def bench(location, frameworks=FRAMEWORKS, batch_sizes=(64,), workers=(0,), epochs=3, resize=None,
-          format="auto", seed=0):
+          format="auto", seed=0, profile=False):
     """Time ``epochs`` epochs per (framework, batch size, workers); returns one dict per row:
     framework, batch_size, workers, epochs (list of seconds), seconds (median), samples,
-    samples_per_s (samples / median), resize, format."""
+    samples_per_s (samples / median), resize, format.
+
+    ``profile=True`` adds, to every row with ``workers == 0`` (one process, so the parts add
+    up), the breakdown of :func:`profile_epoch`: after each timed epoch the same epoch runs
+    once more, instrumented, so both see the same machine load. ``read_s``, ``decode_s``,
+    ``gather_s``, ``resize_s``, ``plan_s`` are medians over the epochs, ``handoff_s`` the
+    median over the epochs of (timed epoch − instrumented parts), at least 0: the framework's
+    part (tensor creation, DataLoader / tf.data machinery, Python iteration). Rows with workers
+    run the same work in parallel processes and get no breakdown."""
     frameworks, batch_sizes, workers, epochs = _check(frameworks, batch_sizes, workers, epochs)
     rows = []
     for fw in frameworks:
@@ -100,15 +110,24 @@ def bench(location, frameworks=FRAMEWORKS, batch_sizes=(64,), workers=(0,), epoc
             for w in workers:
                 run = epoch_runner(fw, location, batch_size=b, workers=w, resize=resize,
                                    format=format, seed=seed)
-                times = []
+                times, parts = [], []
                 for e in range(epochs):
                     seconds, samples = time_epoch(run(e))
                     times.append(seconds)
+                    if profile and w == 0:
+                        parts.append(profile_epoch(location, batch_size=b, resize=resize,
+                                                   format=format, seed=seed, epoch=e))
                 med = statistics.median(times)
-                rows.append(dict(framework=fw, batch_size=b, workers=w, epochs=times,
-                                 seconds=med, samples=samples,
-                                 samples_per_s=samples / med if med > 0 else float("inf"),
-                                 resize=list(resize) if resize else None, format=format))
+                row = dict(framework=fw, batch_size=b, workers=w, epochs=times, seconds=med,
+                           samples=samples,
+                           samples_per_s=samples / med if med > 0 else float("inf"),
+                           resize=list(resize) if resize else None, format=format)
+                if parts:
+                    for k in PARTS + ("plan",):
+                        row[f"{k}_s"] = statistics.median(p[k] for p in parts)
+                    row["handoff_s"] = max(0.0, statistics.median(
+                        t - sum(p[k] for k in PARTS + ("plan",)) for t, p in zip(times, parts)))
+                rows.append(row)
     return rows
 
 
@@ -125,7 +144,7 @@ def profile_epoch(location, *, batch_size, resize=None, format="auto", seed=0, e
     - ``resize``: :func:`to_float` on each batch ((b, H, W, C) uint8 -> (b, h, w, C) float32).
 
     Also returns ``plan`` (computing the plan) and ``samples``. The framework handoff is what a
-    measured epoch takes beyond the sum of these (see :func:`add_profile`).
+    measured epoch takes beyond the sum of these (see :func:`bench`).
     """
     from .execute import open_stream
     from .plan import plan_epoch
@@ -164,29 +183,6 @@ def profile_epoch(location, *, batch_size, resize=None, format="auto", seed=0, e
     return t
 
 
-def add_profile(rows, location, *, resize=None, format="auto", seed=0, repeats=3):
-    """Add a breakdown to every row with ``workers == 0`` (one process, so the parts add up):
-    ``read_s``, ``decode_s``, ``gather_s``, ``resize_s`` from :func:`profile_epoch` and
-    ``handoff_s`` = the row's median epoch − their sum − the plan's time (the framework's part:
-    tensor creation, DataLoader / tf.data machinery, Python iteration); each part is the median
-    of ``repeats`` instrumented epochs (epochs 0, 1, ...). Rows with workers run
-    the same work in parallel processes, so no breakdown is attached to them."""
-    parts = {}
-    for row in rows:
-        if row["workers"] != 0:
-            continue
-        b = row["batch_size"]
-        if b not in parts:
-            runs = [profile_epoch(location, batch_size=b, resize=resize, format=format, seed=seed,
-                                  epoch=e) for e in range(repeats)]
-            parts[b] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-        p = parts[b]
-        core = p["plan"] + p["read"] + p["decode"] + p["gather"] + p["resize"]
-        row.update(read_s=p["read"], decode_s=p["decode"], gather_s=p["gather"],
-                   resize_s=p["resize"], plan_s=p["plan"], handoff_s=max(row["seconds"] - core, 0.0))
-    return rows
-
-
 def format_table(rows, num_epochs):
     """The rows as a fixed-width text table (the one ``shardstream bench`` prints)."""
     prof = any("read_s" in r for r in rows)
@@ -211,14 +207,13 @@ def format_table(rows, num_epochs):
 
 def bench_command(location, frameworks=FRAMEWORKS, batch_sizes=(64,), workers=(0,), epochs=3,
                   resize=None, format="auto", profile=False, as_json=False):
-    """``shardstream bench``: run :func:`bench` (and :func:`add_profile` with ``--profile``), print
+    """``shardstream bench``: run :func:`bench` (with the breakdown for ``--profile``), print
     the table (or, with ``--json``, one JSON list of the rows). Returns the rows."""
     from ..shards.manifest import load_manifest
 
     manifest = load_manifest(location)
-    rows = bench(location, frameworks, batch_sizes, workers, epochs, resize=resize, format=format)
-    if profile:
-        add_profile(rows, location, resize=resize, format=format, repeats=epochs)
+    rows = bench(location, frameworks, batch_sizes, workers, epochs, resize=resize, format=format,
+                 profile=profile)
     if as_json:
         print(json.dumps(rows, indent=1))
         return rows

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import InputError, NotFoundError
 from ..shards import storage
-from ..shards.manifest import MANIFEST_NAME, load_manifest
+from ..shards.manifest import MANIFEST_NAME
 from .options import check_resize
 from .resize import to_float
 from .show import show_images
@@ -76,9 +76,11 @@ class SplitDataset:
 
         self.location = location
         self.framework = framework
-        self.resize = check_resize(resize)
         self._source = open_stream(location, format=format, storage_options=storage_options)
         self.manifest = self._source.manifest
+        self.resize = check_resize(resize)
+        if self.resize == tuple(self.manifest.image_shape[:2]):
+            self.resize = None  # the stored size: no resampling, exactly x / 255
         self._offsets = np.asarray(self.manifest.offsets, dtype=np.int64)
         self._shards = OrderedDict()
 
@@ -146,7 +148,7 @@ class EpochLoader:
             from .plan import plan_epoch
 
             self.loader(0)  # checks the arguments now, as the torch loader does
-            sizes = load_manifest(location, storage_options=module.storage_options).shard_sizes
+            sizes = (module.train if train else module.val).manifest.shard_sizes
             self._len = plan_epoch(sizes, batch_size=module.batch_size, shuffle=False).num_batches
 
     def loader(self, epoch):
@@ -203,10 +205,10 @@ class DataModule:
         self.storage_options = storage_options
         self.resize = check_resize(resize)
         self._ensure_converted(raw)
-        self.train = SplitDataset(self._location("train"), resize=self._resize_for("train"),
+        self.train = SplitDataset(self._location("train"), resize=self.resize,
                                   framework=framework, format=format,
                                   storage_options=storage_options)
-        self.val = SplitDataset(self._location(VAL_SPLIT), resize=self._resize_for(VAL_SPLIT),
+        self.val = SplitDataset(self._location(VAL_SPLIT), resize=self.resize,
                                 framework=framework, format=format,
                                 storage_options=storage_options)
         self.classes = tuple(self.train.manifest.classes)
@@ -214,13 +216,6 @@ class DataModule:
 
     def _location(self, split):
         return storage.join(self.root, self.name, split)
-
-    def _resize_for(self, split):
-        """``self.resize``, or None when it equals the stored image size (no resampling)."""
-        if self.resize is None:
-            return None
-        manifest = load_manifest(self._location(split), storage_options=self.storage_options)
-        return None if tuple(self.resize) == tuple(manifest.image_shape[:2]) else self.resize
 
     def _converted(self):
         for split in ("train", VAL_SPLIT):

@@ -21,7 +21,8 @@ from .execute import ShardSource, choose_format, open_stream
 from .plan import plan_epoch
 
 
-def _int(name, value, minimum=0):
+def check_int(name, value, minimum=0):
+    """``value`` as an int if it is an integer (not a bool) >= ``minimum``; else InputError."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise InputError(f"{name}={value!r}: must be an integer >= {minimum}")
     if value < minimum:
@@ -44,7 +45,8 @@ def check_resize(resize):
     try:
         h, w = resize
     except (TypeError, ValueError):
-        raise InputError(f"resize={resize!r}: must be None, a size n or a pair (height, width)") from None
+        raise InputError(f"resize={resize!r}: must be None, a size n or a pair "
+                         f"(height, width)") from None
     for v in (h, w):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
             raise InputError(f"resize={resize!r}: height and width must be positive integers "
@@ -149,24 +151,24 @@ def loader_options(location, *, batch_size, resize=None, shuffle=True, shuffle_b
     if not isinstance(location, str) or not location:
         raise InputError(f"location={location!r}: must be a path or URL string of a converted "
                          f"split (the folder holding {MANIFEST_NAME})")
-    batch_size = _int("batch_size", batch_size, 1)
+    batch_size = check_int("batch_size", batch_size, 1)
     resize = check_resize(resize)
     shuffle = _bool("shuffle", shuffle)
-    shuffle_buffer = _int("shuffle_buffer", shuffle_buffer, 0)
+    shuffle_buffer = check_int("shuffle_buffer", shuffle_buffer, 0)
     shard_shuffle = _bool("shard_shuffle", shard_shuffle)
-    seed = _int("seed", seed, 0)
-    epoch = _int("epoch", epoch, 0)
+    seed = check_int("seed", seed, 0)
+    epoch = check_int("epoch", epoch, 0)
     drop_last = _bool("drop_last", drop_last)
-    world_size = _int("world_size", world_size, 1)
-    rank = _int("rank", rank, 0)
+    world_size = check_int("world_size", world_size, 1)
+    rank = check_int("rank", rank, 0)
     if rank >= world_size:
         raise InputError(f"rank={rank} is not below world_size={world_size}: ranks are "
                          f"0 .. world_size - 1")
-    start_batch = _int("start_batch", start_batch, 0)
+    start_batch = check_int("start_batch", start_batch, 0)
     if not isinstance(format, str):
         raise InputError(f"format={format!r}: must be 'auto', 'tar' or 'parquet'")
     if cache_limit is not None:
-        cache_limit = _int("cache_limit", cache_limit, 1)
+        cache_limit = check_int("cache_limit", cache_limit, 1)
     manifest = load_manifest(location, storage_options=storage_options)
     fmt = choose_format(manifest, format)
     check_shards_exist(location, manifest, fmt, storage_options)
@@ -174,7 +176,8 @@ def loader_options(location, *, batch_size, resize=None, shuffle=True, shuffle_b
         location=location, batch_size=batch_size, resize=resize, shuffle=shuffle,
         shuffle_buffer=shuffle_buffer, shard_shuffle=shard_shuffle, seed=seed, epoch=epoch,
         drop_last=drop_last, rank=rank, world_size=world_size, start_batch=0, format=fmt,
-        storage_options=storage_options, cache_dir=None if cache_dir is None else os.fspath(cache_dir),
+        storage_options=storage_options,
+        cache_dir=None if cache_dir is None else os.fspath(cache_dir),
         cache_limit=cache_limit, token=token)
     total = opts.plan(manifest).num_batches
     if total == 0:

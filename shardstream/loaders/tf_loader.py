@@ -21,7 +21,7 @@ import tensorflow as tf  # noqa: E402
 
 from ..errors import InputError  # noqa: E402
 from .execute import iter_batches  # noqa: E402
-from .options import LoaderOptions, loader_options  # noqa: E402
+from .options import LoaderOptions, check_int, loader_options  # noqa: E402
 from .resize import to_float  # noqa: E402
 
 #: batches each producer thread prepares ahead of tf.data
@@ -30,23 +30,27 @@ QUEUE_DEPTH = 2
 
 def _produce(opts: LoaderOptions, manifest, worker: int, num_workers: int, out, stop) -> None:
     """Thread body: put worker ``worker``'s batches (X float32 (b, h, w, C), y int32 (b,)) into
-    the queue ``out``, then ``None``; an exception is put instead and ends the run."""
+    the queue ``out``, then ``None``; an exception is put instead and ends the run.  Returns as
+    soon as ``stop`` is set (the consumer went away)."""
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     try:
         source = opts.open(manifest)
         plan = opts.plan(manifest)
         for _, images, labels in iter_batches(source, plan, worker, num_workers):
-            item = (to_float(images, opts.resize), labels.astype(np.int32))
-            while not stop.is_set():
-                try:
-                    out.put(item, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-            if stop.is_set():
+            if not put((to_float(images, opts.resize), labels.astype(np.int32))):
                 return
-        out.put(None)
+        put(None)
     except BaseException as exc:  # handed to the consumer, which re-raises it
-        out.put(exc)
+        put(exc)
 
 
 def _batches(opts: LoaderOptions, manifest, worker: int, num_workers: int):
@@ -57,7 +61,8 @@ def _batches(opts: LoaderOptions, manifest, worker: int, num_workers: int):
     large allocations keep going back to the OS), so tf.data's thread only hands the arrays on."""
     out = queue.Queue(maxsize=QUEUE_DEPTH)
     stop = threading.Event()
-    thread = threading.Thread(target=_produce, args=(opts, manifest, worker, num_workers, out, stop),
+    thread = threading.Thread(target=_produce,
+                              args=(opts, manifest, worker, num_workers, out, stop),
                               name=f"shardstream-tf-{worker}", daemon=True)
     thread.start()
     try:
@@ -108,8 +113,7 @@ def tf_dataset(location, *, batch_size, resize=None, shuffle=True, shuffle_buffe
     ``tf.distribute`` use :func:`tf_dataset_fn`, which takes rank and world size from the
     input context (``rank`` / ``world_size`` default to 0 / 1 here).  Every argument is
     checked here (InputError / ManifestError)."""
-    if isinstance(num_parallel, bool) or not isinstance(num_parallel, (int, np.integer)) or num_parallel < 1:
-        raise InputError(f"num_parallel={num_parallel!r}: must be an integer >= 1")
+    num_parallel = check_int("num_parallel", num_parallel, 1)
     opts, manifest = loader_options(
         location, batch_size=batch_size, resize=resize, shuffle=shuffle,
         shuffle_buffer=shuffle_buffer, shard_shuffle=shard_shuffle, seed=seed, epoch=epoch,
@@ -117,7 +121,7 @@ def tf_dataset(location, *, batch_size, resize=None, shuffle=True, shuffle_buffe
         world_size=1 if world_size is None else world_size,
         start_batch=start_batch, format=format, storage_options=storage_options,
         cache_dir=cache_dir, cache_limit=cache_limit, token=token)
-    return _build(opts, manifest, int(num_parallel))
+    return _build(opts, manifest, num_parallel)
 
 
 def tf_dataset_fn(location, *, global_batch_size, **kwargs):

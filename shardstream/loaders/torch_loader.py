@@ -16,7 +16,7 @@ import torch.utils.data
 
 from ..errors import InputError
 from .execute import iter_batches
-from .options import LoaderOptions, loader_options
+from .options import LoaderOptions, check_int, loader_options
 from .resize import to_float
 
 #: with DataLoader workers, each worker sends runs of this many consecutive batches as one item
@@ -52,7 +52,8 @@ class ShardDataset(torch.utils.data.IterableDataset):
     In the main process it yields every batch ``(X, y)``.  In DataLoader worker ``w`` of ``W``
     (``torch.utils.data.get_worker_info``) it executes only the runs ``w, w + W, ...`` of
     :data:`WORKER_GROUP` consecutive batches and yields each run as one item
-    ``(X, y, sizes)`` (the run's batches concatenated); :class:`ShardLoader` splits them.  Picklable:
+    ``(X, y, sizes)`` (the run's batches concatenated); :class:`ShardLoader` splits them.
+    Picklable:
     holds the checked options, the manifest and the shard source (whose fetcher is safe to
     fork or pickle into workers), or opens the source on first use."""
 
@@ -209,11 +210,9 @@ def torch_loader(location, *, batch_size, resize=None, shuffle=True, shuffle_buf
     skips the first batches of this rank's epoch (resume).  Every argument is checked here:
     a bad one raises :class:`~shardstream.errors.InputError` (or ``ManifestError`` for a
     missing manifest or shard) before any data is read."""
-    if isinstance(num_workers, bool) or not isinstance(num_workers, (int, np.integer)) or num_workers < 0:
-        raise InputError(f"num_workers={num_workers!r}: must be an integer >= 0")
+    num_workers = check_int("num_workers", num_workers, 0)
     if prefetch_factor is not None:
-        if isinstance(prefetch_factor, bool) or not isinstance(prefetch_factor, (int, np.integer)) or prefetch_factor < 1:
-            raise InputError(f"prefetch_factor={prefetch_factor!r}: must be None or an integer >= 1")
+        prefetch_factor = check_int("prefetch_factor", prefetch_factor, 1)
         if num_workers == 0:
             raise InputError("prefetch_factor needs num_workers > 0 (it is how many batches "
                              "each worker prepares ahead)")
@@ -224,5 +223,5 @@ def torch_loader(location, *, batch_size, resize=None, shuffle=True, shuffle_buf
         drop_last=drop_last, rank=rank, world_size=world_size, start_batch=start_batch,
         format=format, storage_options=storage_options, cache_dir=cache_dir,
         cache_limit=cache_limit, token=token)
-    return ShardLoader(opts, manifest, num_workers=int(num_workers), pin_memory=bool(pin_memory),
+    return ShardLoader(opts, manifest, num_workers=num_workers, pin_memory=bool(pin_memory),
                        prefetch_factor=prefetch_factor)

@@ -119,14 +119,8 @@ class ShardFetcher:
             raise InputError(f"{self.location} has no {fmt!r} shards (it has "
                              f"{', '.join(manifest.shards) or 'none'})") from None
         self.remote = storage.is_remote(self.location)
-        opts = dict(storage_options or {})
-        if token is not None:
-            if not self.location.lower().startswith(("http://", "https://")):
-                raise InputError(f"token= is an HTTP bearer token, but {self.location} is not an "
-                                 f"http(s) location; for S3 use the AWS settings or "
-                                 f"storage_options (see docs/storage.md)")
-            opts["token"] = token
-        self.storage_options = opts
+        self.storage_options = dict(storage.with_token(self.location, storage_options, token)
+                                    or {})
         self.cache_limit = parse_size(cache_limit)
         if not self.remote:
             self.cache_dir = None
@@ -212,6 +206,8 @@ class ShardFetcher:
         except BaseException:
             with self._mutex:             # the epoch fails: fetch nothing more for it
                 self._todo.clear()
+                self._queued.clear()
+                self._wanted.clear()
             raise
         return os.path.join(self._shard_dir, self._names[i])
 
@@ -337,11 +333,8 @@ class ShardFetcher:
     def _prefetch_one(self, i):
         try:
             self._fetch(i, pin=False, strict=True)
-        except (ShardError, NotFoundError) as exc:    # final answers: not fetched again
-            with self._mutex:
-                self._failed[i] = exc
-        except Exception:  # noqa: BLE001 - local_file fetches again and reports the error
-            pass
+        except Exception:  # noqa: BLE001 - final errors are kept in _failed by _fetch for
+            pass           # local_file to raise; others local_file meets again itself
 
     def _fetch(self, i, *, pin, strict):
         """Make shard i present and valid; keep a shared lock on it if ``pin``."""
@@ -357,13 +350,22 @@ class ShardFetcher:
             if not self._valid(i):
                 fcntl.flock(fd, fcntl.LOCK_EX)          # one downloader; the others wait here
                 with self._mutex:
-                    failed = self._failed.pop(i, None) if pin else None
-                if failed is not None:                  # a prefetch thread just found it bad
-                    raise failed
+                    if pin:
+                        failed = self._failed.pop(i, None)
+                        if failed is not None:          # a prefetch thread just found it bad
+                            raise failed
+                    elif i not in self._queued:         # released, or the epoch failed
+                        return
                 if not self._valid(i):
                     if not self._make_room(self.shards[i].bytes, i, strict=strict):
                         return                          # prefetch: no room now; fetched on demand
-                    self._download(i)
+                    try:
+                        self._download(i)
+                    except (ShardError, NotFoundError) as exc:
+                        if not pin:                     # recorded before the lock is let go
+                            with self._mutex:
+                                self._failed[i] = exc
+                        raise
                 fcntl.flock(fd, fcntl.LOCK_SH)
             _touch(os.path.join(self._shard_dir, self._names[i]))
             if pin:

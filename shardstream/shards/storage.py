@@ -122,6 +122,23 @@ def local_path(location) -> str | None:
     return path if kind == "local" else None
 
 
+def with_token(location, storage_options=None, token=None) -> dict | None:
+    """``storage_options`` with an HTTP bearer ``token`` added (unchanged when token is None).
+
+    ``token`` is for http(s) locations only; for others it is an :class:`InputError` (S3 takes
+    its credentials from the AWS settings or ``storage_options``).
+    """
+    if token is None:
+        return storage_options
+    if _kind(location)[0] != "http":
+        raise InputError(f"token= is an HTTP bearer token, but {display(location)} is not an "
+                         f"http(s) location; for S3 use the AWS settings or storage_options "
+                         f"(see docs/storage.md)")
+    if not isinstance(token, str) or not token:
+        raise InputError("token= must be a non-empty string")
+    return {**(storage_options or {}), "token": token}
+
+
 def display(location) -> str:
     """The location as shown in messages (the string itself)."""
     return os.fspath(location)
