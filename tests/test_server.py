@@ -623,10 +623,6 @@ def test_loaders_send_the_token_in_storage_options(fmnist_shards, train_split, s
                  _torch_batches(train_split))
 
 
-@pytest.mark.xfail(strict=True, raises=__import__("shardstream").errors.ShardstreamError,
-                   reason="loaders/options.py loader_options() does not pass token= on to "
-                          "load_manifest / check_shards_exist (only to the shard fetcher), so "
-                          "the manifest request goes out without the token and gets 401")
 def test_loaders_send_the_token_given_as_an_argument(fmnist_shards, train_split, shard_server,
                                                      tmp_path, monkeypatch):
     monkeypatch.delenv("SHARDSTREAM_TOKEN", raising=False)

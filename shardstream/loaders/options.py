@@ -128,8 +128,9 @@ def check_shards_exist(location: str, manifest: Manifest, fmt: str, storage_opti
         url = storage.join(location, info.name)
         try:
             found = storage.exists(url, storage_options=storage_options)
-        except NotFoundError:
-            found = False
+        except NotFoundError as exc:
+            raise ManifestError(f"shard {url} listed in the manifest of {location} cannot be "
+                                f"read: {exc}") from None
         if not found:
             raise ManifestError(
                 f"shard {url} listed in the manifest of {location} does not exist; upload the "
@@ -169,6 +170,7 @@ def loader_options(location, *, batch_size, resize=None, shuffle=True, shuffle_b
         raise InputError(f"format={format!r}: must be 'auto', 'tar' or 'parquet'")
     if cache_limit is not None:
         cache_limit = check_int("cache_limit", cache_limit, 1)
+    storage_options = storage.with_token(location, storage_options, token)
     manifest = load_manifest(location, storage_options=storage_options)
     fmt = choose_format(manifest, format)
     check_shards_exist(location, manifest, fmt, storage_options)

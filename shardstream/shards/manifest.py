@@ -314,11 +314,11 @@ def load_manifest(location: str, storage_options=None) -> Manifest:
     where = storage.join(location, MANIFEST_NAME)
     try:
         data = storage.read_bytes(where, storage_options)
-    except NotFoundError:
+    except NotFoundError as exc:
         raise ManifestError(
-            f"{storage.display(location)} is not a finished conversion: it has no {MANIFEST_NAME} "
-            f"(looked for {storage.display(where)}); run `shardstream convert` to create it, or "
-            f"check the location") from None
+            f"{storage.display(location)} is not a finished conversion, or it cannot be read: "
+            f"no readable {MANIFEST_NAME} ({exc}); run `shardstream convert` to create it, or "
+            f"check the location and its access settings") from None
     return Manifest.from_json(data, storage.display(where))
 
 

@@ -449,6 +449,15 @@ def _local_error(what, location, exc):
     return StorageError(f"{what} {display(location)} failed: {exc}")
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def atomic_write_local(path, data) -> None:
     """Write ``data`` to the local file ``path`` atomically: temp file in the same folder,
     fsync, rename, fsync the folder.  On failure the temp file is removed and ``path`` is
@@ -461,6 +470,9 @@ def atomic_write_local(path, data) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            # mkstemp creates 0600; give the file the mode a plain open() would (umask), so
+            # shards and manifests can be served or shared like any other file.
+            os.fchmod(f.fileno(), 0o666 & ~_UMASK)
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
