@@ -15,7 +15,6 @@ import datetime
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,21 +22,10 @@ import time
 from shardstream.converters.convert import convert
 from shardstream.converters.synth import synthesize
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchdoc import machine, write_section  # noqa: E402
+
 SECTION = "## Conversion (issue 2)"
-DOC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "benchmarks.md")
-
-
-def machine() -> str:
-    """CPU model (lscpu) and the number of cores this process may use."""
-    model = platform.machine()
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                model = line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return f"{model}, {len(os.sched_getaffinity(0))} cores"
 
 
 def folder_bytes(root) -> int:
@@ -79,16 +67,6 @@ def table(rows) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    with open(DOC) as f:
-        doc = f.read()
-    start = doc.index(SECTION)
-    nxt = doc.find("\n## ", start + len(SECTION))
-    end = len(doc) if nxt < 0 else nxt + 1
-    with open(DOC, "w") as f:
-        f.write(doc[:start] + text.rstrip() + "\n\n" + doc[end:])
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scale", action="store_true", help="also 1,000,000 samples (npy)")
@@ -122,7 +100,7 @@ def main(argv=None):
             f"png <= 30 s.\n\n{table(rows)}\n")
     print(text)
     if args.write:
-        write_section(text)
+        write_section(SECTION, text)
 
 
 if __name__ == "__main__":

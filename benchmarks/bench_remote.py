@@ -22,26 +22,16 @@ import datetime
 import logging
 import os
 import pathlib
-import platform
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchdoc import machine, write_section  # noqa: E402
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SECTION = "## Remote streaming (issue 4)"
-
-
-def machine() -> str:
-    """CPU model name (from lscpu) and core count."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        model = next((ln.split(":", 1)[1].strip() for ln in out.splitlines()
-                      if ln.startswith("Model name")), platform.processor())
-    except (OSError, subprocess.CalledProcessError):
-        model = platform.processor() or "unknown CPU"
-    return f"{model}, {os.cpu_count()} cores"
 
 
 def start_http(root):
@@ -203,21 +193,7 @@ def run(args):
     table = "\n".join(lines)
     print(table)
     if args.write:
-        write_section(table)
-
-
-def write_section(text: str) -> None:
-    """Replace the body of SECTION in docs/benchmarks.md (create the file/section if missing)."""
-    path = ROOT / "docs" / "benchmarks.md"
-    doc = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    if SECTION in doc:
-        start = doc.index(SECTION)
-        nxt = doc.find("\n## ", start + len(SECTION))
-        end = len(doc) if nxt < 0 else nxt + 1
-        doc = doc[:start] + text + "\n" + doc[end:]
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + text + "\n"
-    path.write_text(doc)
+        write_section(SECTION, table)
 
 
 def main(argv=None):

@@ -38,7 +38,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from bench_remote import machine  # noqa: E402  (CPU model + cores, shared with bench_remote)
+from benchdoc import machine, write_section  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SECTION = "## Shard server (issue 5)"
@@ -211,22 +211,8 @@ def measure(args, root):
     for e in errors[:20]:
         print("error:", e, file=sys.stderr)
     if args.write and not errors:
-        write_section(table)
+        write_section(SECTION, table)
     return 1 if errors else 0
-
-
-def write_section(text: str) -> None:
-    """Replace the body of SECTION in docs/benchmarks.md (create the file/section if missing)."""
-    path = ROOT / "docs" / "benchmarks.md"
-    doc = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    if SECTION in doc:
-        start = doc.index(SECTION)
-        nxt = doc.find("\n## ", start + len(SECTION))
-        end = len(doc) if nxt < 0 else nxt + 1
-        doc = doc[:start] + text + "\n" + doc[end:]
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + text + "\n"
-    path.write_text(doc)
 
 
 def main(argv=None):

@@ -89,13 +89,6 @@ def default_cache_dir() -> str:
     return platformdirs.user_cache_dir("shardstream")
 
 
-def _human(n: int) -> str:
-    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} B"
-
-
 class ShardFetcher:
     """Local files holding the verified bytes of the shards of one split in one format.
 
@@ -131,9 +124,9 @@ class ShardFetcher:
             largest = max(s.bytes for s in self.shards)
             if self.cache_limit < largest:
                 name = max(self.shards, key=lambda s: s.bytes).name
-                raise InputError(f"cache_limit={cache_limit!r} ({_human(self.cache_limit)}) is "
+                raise InputError(f"cache_limit={cache_limit!r} ({storage.human_bytes(self.cache_limit)}) is "
                                  f"smaller than shard {name} of {self.location} "
-                                 f"({_human(largest)}); raise cache_limit to at least "
+                                 f"({storage.human_bytes(largest)}); raise cache_limit to at least "
                                  f"{largest} bytes or leave it unset")
         self._shard_dir = os.path.join(self.cache_dir, "shards")
         self._lock_dir = os.path.join(self.cache_dir, "locks")

@@ -49,6 +49,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from ..errors import InputError
 from .manifest import MANIFEST_NAME, Manifest
+from .storage import human_bytes
 
 TOKEN_ENV = "SHARDSTREAM_TOKEN"
 ALLOWED_METHODS = ("GET", "HEAD")
@@ -321,14 +322,6 @@ def _page(title: str, body: str) -> str:
             f"</title><style>{_STYLE}</style></head><body>\n{body}</body></html>\n")
 
 
-def _fmt_bytes(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return str(n)
-
-
 def _splits_table(splits, origin: str) -> str:
     e = html.escape
     rows = []
@@ -337,7 +330,7 @@ def _splits_table(splits, origin: str) -> str:
         rows.append(
             f"<tr><td><a href=\"{e(s['url'])}\">{e(s['dataset'])}</a></td><td>{e(s['split'])}</td>"
             f"<td class=n>{s['num_samples']:,}</td><td>{shards}</td>"
-            f"<td class=n>{_fmt_bytes(s['bytes'])}</td><td>{e(s['encoding'])}</td>"
+            f"<td class=n>{human_bytes(s['bytes'])}</td><td>{e(s['encoding'])}</td>"
             f"<td>{'yes' if s['synthetic'] else 'no'}</td>"
             f"<td><code>{e(origin + s['url'].rstrip('/'))}</code></td></tr>")
     return ("<table><tr><th>dataset</th><th>split</th><th>samples</th><th>shards</th>"
@@ -378,7 +371,7 @@ def _listing_html(parts, entries, summary, origin: str) -> str:
     links = ['<li><a href="../">../</a></li>']
     for ent in entries:
         label = ent["name"] + ("/" if ent["folder"] else "")
-        size = "" if ent["folder"] else f" ({_fmt_bytes(ent['bytes'])})"
+        size = "" if ent["folder"] else f" ({human_bytes(ent['bytes'])})"
         links.append(f"<li><a href=\"{e(ent['url'])}\">{e(label)}</a>{size}</li>")
     body += "<ul>\n" + "\n".join(links) + "\n</ul>\n"
     return _page(title, body)

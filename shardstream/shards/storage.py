@@ -139,6 +139,15 @@ def with_token(location, storage_options=None, token=None) -> dict | None:
     return {**(storage_options or {}), "token": token}
 
 
+def human_bytes(n: int) -> str:
+    """A byte count as people read it: ``512 B``, ``25.6 MB`` (powers of 1000)."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
 def display(location) -> str:
     """The location as shown in messages (the string itself)."""
     return os.fspath(location)

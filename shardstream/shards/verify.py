@@ -150,7 +150,7 @@ def verify_command(location: str, quiet: bool = False) -> int:
                 size = sum(s.bytes for f in manifest.formats for s in manifest.shards[f])
                 bar.write(f"{name}: OK ({manifest.num_samples} samples; "
                           f"{', '.join(f'{len(manifest.shards[f])} {f}' for f in manifest.formats)}"
-                          f" shards; {_human(size)} checked)", file=sys.stdout)
+                          f" shards; {storage.human_bytes(size)} checked)", file=sys.stdout)
     if bad and len(splits) > 1:
         print(f"{bad} of {len(splits)} splits FAILED")
     return 1 if bad else 0
@@ -158,14 +158,6 @@ def verify_command(location: str, quiet: bool = False) -> int:
 
 # ---------------------------------------------------------------------------------------------
 # info
-
-
-def _human(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return str(n)
 
 
 def info_dict(manifest: Manifest, location: str) -> dict:
@@ -218,7 +210,7 @@ def print_info(location: str, as_json: bool = False) -> None:
     ]
     for f, s in d["shards"].items():
         rows.append((f"{f} shards", f"{s['count']} x up to {s['samples_per_shard']:,} samples, "
-                                    f"{_human(s['bytes'])}"))
+                                    f"{storage.human_bytes(s['bytes'])}"))
     rows.append(("classes", str(len(manifest.classes))))
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
