@@ -26,8 +26,6 @@ import argparse
 import hashlib
 import io
 import os
-import platform
-import subprocess
 import sys
 import time
 
@@ -36,6 +34,8 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import numpy as np  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchdoc import machine  # noqa: E402
 from shardstream.loaders.plan import plan_epoch  # noqa: E402
 from shardstream.loaders.resize import to_float  # noqa: E402
 from shardstream.shards.formats import shard_name, write_shard  # noqa: E402
@@ -148,37 +148,13 @@ def ours_tf(location, parallel, fmt="auto"):
     return run
 
 
-def _pil_to_tensor(pil):
-    """torchvision's ``ToTensor`` for a uint8 PIL image: float32 (C, h, w) / 255."""
-    import torch
-
-    img = torch.from_numpy(np.array(pil, np.uint8, copy=True))
-    img = img.view(pil.size[1], pil.size[0], len(pil.getbands())).permute((2, 0, 1)).contiguous()
-    return img.to(dtype=torch.get_default_dtype()).div(255)
-
-
 def book_torch(images, labels, workers):
-    """D2L §4.2 (PyTorch): torchvision.datasets.FashionMNIST(transform=Compose([Resize(32),
-    ToTensor()])) through DataLoader(batch_size=64, shuffle=True, num_workers=workers)."""
-    import torch
-    from PIL import Image
+    """D2L §4.2 (PyTorch): :func:`shardstream.loaders.torch_loader.book_torch_pipeline`
+    (torchvision's FashionMNIST with Compose([Resize(32), ToTensor()]) rebuilt) through
+    DataLoader(batch_size=64, shuffle=True, num_workers=workers)."""
+    from shardstream.loaders.torch_loader import book_torch_pipeline
 
-    class FashionMNIST(torch.utils.data.Dataset):
-        def __init__(self, data, targets):
-            self.data = torch.from_numpy(data[..., 0])
-            self.targets = torch.from_numpy(targets)
-
-        def __len__(self):
-            return len(self.targets)
-
-        def __getitem__(self, i):   # as torchvision.datasets.MNIST.__getitem__
-            img, target = self.data[i], int(self.targets[i])
-            img = Image.fromarray(img.numpy(), mode="L")
-            img = img.resize((RESIZE[1], RESIZE[0]), Image.BILINEAR)   # transforms.Resize
-            return _pil_to_tensor(img), target                           # transforms.ToTensor
-
-    loader = torch.utils.data.DataLoader(FashionMNIST(images, labels), batch_size=BATCH,
-                                         shuffle=True, num_workers=workers)
+    loader = book_torch_pipeline(images, labels, BATCH, RESIZE, num_workers=workers)
 
     def run(epoch):
         for X, y in loader:
@@ -187,21 +163,12 @@ def book_torch(images, labels, workers):
 
 
 def book_tf(images, labels):
-    """D2L §4.2 (TensorFlow): from_tensor_slices -> batch -> map(resize_with_pad) -> shuffle."""
-    import tensorflow as tf
-
-    data = (images[..., 0], labels.astype(np.int32))
-
-    def process(X, y):
-        return tf.expand_dims(X, axis=3) / 255, tf.cast(y, dtype="int32")
-
-    def resize_fn(X, y):
-        return tf.image.resize_with_pad(X, *RESIZE), y
+    """D2L §4.2 (TensorFlow): :func:`shardstream.loaders.tf_loader.book_tf_pipeline`
+    (from_tensor_slices -> batch -> map(resize_with_pad) -> shuffle), built each epoch."""
+    from shardstream.loaders.tf_loader import book_tf_pipeline
 
     def run(epoch):
-        ds = (tf.data.Dataset.from_tensor_slices(process(*data)).batch(BATCH)
-              .map(resize_fn).shuffle(len(data[0])))
-        for X, y in ds:
+        for X, y in book_tf_pipeline(images, labels, BATCH, RESIZE):
             pass
     return run
 
@@ -213,13 +180,14 @@ def stock_webdataset(location, workers):
     import webdataset as wds
     from PIL import Image
 
+    from shardstream.loaders.torch_loader import pil_to_tensor
     from shardstream.shards.manifest import load_manifest
 
     manifest = load_manifest(location)
     urls = [os.path.join(location, s.name) for s in manifest.shards["tar"]]
 
     def transform(pil):
-        return _pil_to_tensor(pil.resize((RESIZE[1], RESIZE[0]), Image.BILINEAR))
+        return pil_to_tensor(pil.resize((RESIZE[1], RESIZE[0]), Image.BILINEAR))
 
     pipeline = (wds.WebDataset(urls, shardshuffle=len(urls), empty_check=False)
                 .shuffle(1000).decode("pil").to_tuple("png", "cls")
@@ -256,16 +224,6 @@ def timed_rows(rows, repeat):
         if r <= 1:
             out[key] = epoch_seconds(make(), 0)
     return out
-
-
-def machine() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        model = next(line.split(":", 1)[1].strip() for line in out.splitlines()
-                     if line.startswith("Model name"))
-    except Exception:
-        model = platform.processor()
-    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def main(argv=None):

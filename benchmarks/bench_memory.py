@@ -23,7 +23,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_loaders import garments, machine, write_split  # noqa: E402
+from bench_loaders import garments, write_split  # noqa: E402
+from benchdoc import machine  # noqa: E402
 
 SIZES = {"60k": 60_000, "1M": 1_000_000}
 

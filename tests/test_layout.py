@@ -10,6 +10,8 @@ import textwrap
 PKG = pathlib.Path(__file__).resolve().parents[1] / "shardstream"
 
 ADAPTERS = {"torch": {"loaders/torch_loader.py"}, "tensorflow": {"loaders/tf_loader.py"}}
+#: names under which the adapters bind the framework modules (``import tensorflow as tf``)
+FRAMEWORK_NAMES = {"torch": "torch", "tf": "tensorflow", "tensorflow": "tensorflow"}
 
 
 def _imported_roots(path):
@@ -22,6 +24,17 @@ def _imported_roots(path):
             yield node.module.split(".")[0]
 
 
+def _imported_framework_names(path):
+    """Framework module objects pulled in by name through ``from X import torch / tf`` (any X,
+    relative ones too, e.g. ``from .torch_loader import torch``) -> framework roots."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            for alias in node.names:
+                if alias.name in FRAMEWORK_NAMES:
+                    yield FRAMEWORK_NAMES[alias.name]
+
+
 def test_frameworks_are_imported_only_by_their_adapters():
     offenders = []
     for path in sorted(PKG.rglob("*.py")):
@@ -29,6 +42,9 @@ def test_frameworks_are_imported_only_by_their_adapters():
         for root in set(_imported_roots(path)):
             if root in ADAPTERS and rel not in ADAPTERS[root]:
                 offenders.append(f"{rel} imports {root}")
+        for root in set(_imported_framework_names(path)):
+            if rel not in ADAPTERS[root]:
+                offenders.append(f"{rel} re-imports the {root} module by name")
     assert offenders == []
 
 

@@ -42,12 +42,12 @@ def _image_tensor(framework, image):
     """float32 (h, w, C) -> the framework's image: torch (C, h, w) tensor, tf (h, w, C) tensor
     (the layouts of the loaders' batches)."""
     if framework == "torch":
-        from .torch_loader import torch
+        from .torch_loader import to_torch_image
 
-        return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
-    from .tf_loader import tf
+        return to_torch_image(image)
+    from .tf_loader import to_tf_image
 
-    return tf.convert_to_tensor(image)
+    return to_tf_image(image)
 
 
 def _indices(indices):

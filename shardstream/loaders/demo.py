@@ -60,57 +60,6 @@ def prepare_raw(raw_dir, train, test, quick):
                      f"no internet needed)")
 
 
-class BookTorchDataset:
-    """The book's torch dataset (D2L §4.2): ``torchvision.datasets.FashionMNIST`` with
-    ``transforms.Compose([Resize(resize), ToTensor()])`` -- per image: a PIL image, a PIL
-    BILINEAR resize, a float tensor (1, h, w) / 255, and an int label. ``images`` uint8
-    (N, H, W) or (N, H, W, 1), ``labels`` (N,). Rebuilt here (torchvision is not a dependency)
-    with the same per-image steps."""
-
-    def __init__(self, images, labels, resize):
-        self.images = images.reshape(images.shape[:3])
-        self.labels = labels
-        self.size = (resize[1], resize[0])  # PIL wants (width, height)
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, index):
-        from PIL import Image
-
-        from .torch_loader import torch
-
-        img = Image.fromarray(self.images[index], mode="L")
-        img = img.resize(self.size, Image.Resampling.BILINEAR)
-        x = torch.from_numpy(np.array(img, copy=True)).view(self.size[1], self.size[0], 1)
-        return x.permute(2, 0, 1).contiguous().float().div(255), int(self.labels[index])
-
-
-def book_torch_pipeline(images, labels, batch_size, resize):
-    """The book's PyTorch loader: ``DataLoader(BookTorchDataset, batch_size, shuffle=True)``."""
-    from .torch_loader import torch
-
-    return torch.utils.data.DataLoader(BookTorchDataset(images, labels, resize), batch_size,
-                                       shuffle=True, num_workers=0)
-
-
-def book_tf_pipeline(images, labels, batch_size, resize):
-    """The book's tf.data loader (D2L §4.2, TensorFlow tab), verbatim: ``from_tensor_slices``
-    of the whole array / 255 -> ``batch`` -> ``map(resize_with_pad)`` -> ``shuffle(N)``."""
-    from .tf_loader import tf
-
-    images = images.reshape(images.shape[:3])
-
-    def process(X, y):
-        return tf.expand_dims(X, axis=3) / 255, tf.cast(y, dtype="int32")
-
-    def resize_fn(X, y):
-        return tf.image.resize_with_pad(X, *resize), y
-
-    return (tf.data.Dataset.from_tensor_slices(process(images, labels)).batch(batch_size)
-            .map(resize_fn).shuffle(len(images)))
-
-
 def compare_epoch(train_location):
     """Stream one epoch of both loaders side by side, differently configured (torch: tar
     shards, 2 DataLoader workers; tf: Parquet shards, 2 parallel readers), and check each batch
@@ -155,7 +104,7 @@ def time_pipelines(train_location, raw_dir, torch_batches):
 
     images_file, labels_file = find_raw(DATASETS[DATASET], raw_dir=raw_dir, download=False)["train"]
     images, labels = read_idx(images_file), read_idx(labels_file)
-    book = book_torch_pipeline(images, labels, BATCH, RESIZE)
+    book = torch_loader.book_torch_pipeline(images, labels, BATCH, RESIZE)
     tic = time.perf_counter()
     done = 0
     for k, (X, y) in enumerate(book):
@@ -166,7 +115,7 @@ def time_pipelines(train_location, raw_dir, torch_batches):
     rows.append(("book torch: PIL resize per image + DataLoader", seconds,
                  f"first {torch_batches} batches, extrapolated"))
     tic = time.perf_counter()  # the book times building the pipeline too (/255 of the array)
-    book = book_tf_pipeline(images, labels, BATCH, RESIZE)
+    book = tf_loader.book_tf_pipeline(images, labels, BATCH, RESIZE)
     time_epoch(book)
     seconds = time.perf_counter() - tic
     rows.append(("book tf.data: batch -> map(resize_with_pad) -> shuffle", seconds, ""))
