@@ -28,26 +28,25 @@ def fmnist_raw(tmp_path_factory):
     return out
 
 
+def _small_conversion(raw, tmp_path_factory, encoding):
+    from shardstream.converters.convert import convert
+
+    root = tmp_path_factory.mktemp(f"shards_{encoding}")
+    convert("fashion-mnist", str(root), raw=str(raw), shard_size=SMALL_SHARD, encoding=encoding,
+            progress=False)
+    return root
+
+
 @pytest.fixture(scope="session")
 def fmnist_shards(fmnist_raw, tmp_path_factory):
     """Root of a conversion (npy encoding, tar + parquet): ``root / "fashion-mnist" / "train"``."""
-    from shardstream.converters.convert import convert
-
-    root = tmp_path_factory.mktemp("shards")
-    convert("fashion-mnist", str(root), raw=str(fmnist_raw), shard_size=SMALL_SHARD,
-            encoding="npy", progress=False)
-    return root
+    return _small_conversion(fmnist_raw, tmp_path_factory, "npy")
 
 
 @pytest.fixture(scope="session")
 def fmnist_png_shards(fmnist_raw, tmp_path_factory):
     """Like ``fmnist_shards`` but with PNG-encoded images."""
-    from shardstream.converters.convert import convert
-
-    root = tmp_path_factory.mktemp("shards_png")
-    convert("fashion-mnist", str(root), raw=str(fmnist_raw), shard_size=SMALL_SHARD,
-            encoding="png", progress=False)
-    return root
+    return _small_conversion(fmnist_raw, tmp_path_factory, "png")
 
 
 @pytest.fixture(scope="session")
