@@ -291,19 +291,79 @@ def test_tf_dataset_fn_takes_rank_and_batch_from_the_input_context(split):
     assert first[0].shape[0] == 60
 
 
-def test_tf_stops_cleanly_when_abandoned(split):
-    """Taking a few batches and dropping the dataset leaves no producer thread behind."""
+def test_tf_abandoned_and_concurrent_passes(split):
+    """Passes dropped half way (``take``) are closed, least recently used first, once more than
+    MAX_OPEN_PASSES are open, and leave no thread behind; passes in use survive abandoned ones
+    started between them; two iterators over one dataset at once each get the whole epoch."""
     import threading
+    import time
+
+    from shardstream.loaders import tf_loader
+
+    location, _, labels, id_of = split
+    ds = ss.tf_dataset(location, batch_size=10, shuffle_buffer=300, num_parallel=2)
+    want = tf_ids(ds, id_of)
+    assert len(want) == 100
+    want_labels = [labels[ids] for ids in want]
+    passes = ds._shardstream_passes
+    assert not passes.open  # a finished pass keeps nothing
+    for _ in range(tf_loader.MAX_OPEN_PASSES + 3):
+        assert len(list(ds.take(3))) == 3
+    assert len(passes.open) == tf_loader.MAX_OPEN_PASSES
+    for _ in range(50):  # the abandoned passes' shard reads finish; no thread stays
+        if not any(t.name == "shardstream-read" for t in threading.enumerate()):
+            break
+        time.sleep(0.1)
+    assert not any(t.name == "shardstream-read" for t in threading.enumerate())
+    a, b = iter(ds), iter(ds)
+    got_a, got_b = [], []
+    for i in range(100):  # alternate between two iterators, abandoning a pass now and then
+        got_a.append(next(a)[1].numpy())
+        got_b.append(next(b)[1].numpy())
+        if i % 10 == 5:
+            next(iter(ds))
+    assert all(np.array_equal(x, y) for x, y in zip(got_a, want_labels))
+    assert all(np.array_equal(x, y) for x, y in zip(got_b, want_labels))
+    assert len(passes.open) <= tf_loader.MAX_OPEN_PASSES
+
+
+def test_tf_pass_closed_by_newer_passes_says_so(split):
+    """Resuming a pass that was closed because too many were open is an error saying why."""
+    from shardstream.loaders import tf_loader
 
     location = split[0]
-    ds = ss.tf_dataset(location, batch_size=10, shuffle_buffer=300, num_parallel=2)
-    assert len(list(ds.take(3))) == 3
-    __import__("gc").collect()
-    for _ in range(100):
-        if not any(t.name.startswith("shardstream-tf") for t in threading.enumerate()):
-            break
-        __import__("time").sleep(0.1)
-    assert not any(t.name.startswith("shardstream-tf") for t in threading.enumerate())
+    ds = ss.tf_dataset(location, batch_size=10, shuffle_buffer=300)
+    first = iter(ds)
+    next(first)
+    for _ in range(tf_loader.MAX_OPEN_PASSES):
+        next(iter(ds))
+    with pytest.raises(Exception, match="passes over it were open at once"):
+        for _ in range(100):
+            next(first)
+
+
+def test_tf_chunks_cross_without_copies_or_generator(split):
+    """The pipeline has no GeneratorDataset (its kernel sets glibc's M_TRIM_THRESHOLD for the
+    whole process), and a chunk reaches tf.data without a copy (64-byte aligned)."""
+    from shardstream.loaders import tf_loader
+
+    ds = ss.tf_dataset(split[0], batch_size=10, shuffle_buffer=300)
+    graph = ds._as_serialized_graph().numpy()
+    assert b"GeneratorDataset" not in graph and b"shardstream_chunk" in graph
+    assert tf_loader._aligned_empty((3, 10, 28, 28, 1)).ctypes.data % 64 == 0
+
+
+@pytest.mark.parametrize("sizes,group,want", [
+    ([64] * 20, 8, [8, 8, 4]),
+    ([64] * 16 + [10], 8, [8, 8, 1]),
+    ([64] * 13 + [5], 8, [8, 5, 1]),
+    ([7], 8, [1]),
+    ([], 8, []),
+])
+def test_chunk_sizes(sizes, group, want):
+    from shardstream.loaders.tf_loader import chunk_sizes
+
+    assert chunk_sizes(np.array(sizes), group) == want
 
 
 def test_tf_reports_a_shard_gone_bad(split, tmp_path):

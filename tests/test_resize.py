@@ -131,3 +131,19 @@ def test_bad_resize(resize):
 def test_bad_images(bad):
     with pytest.raises(InputError, match="uint8 images"):
         to_float(bad)
+
+
+def test_to_float_out_receives_the_same_bits():
+    """``out=`` (the loaders write each batch into its slot of a chunk) gives the bits of the
+    plain call, for resize and no resize; a wrong shape or dtype is an InputError."""
+    x = np.random.default_rng(3).integers(0, 256, (5, 28, 28, 1), dtype=np.uint8)
+    for resize, shape in ((None, (5, 28, 28, 1)), ((32, 32), (5, 32, 32, 1)),
+                          ((14, 20), (5, 14, 20, 1))):
+        chunk = np.full((2, *shape), np.nan, np.float32)
+        got = to_float(x, resize, out=chunk[1])
+        assert got is chunk[1] or np.shares_memory(got, chunk[1])
+        assert np.array_equal(chunk[1], to_float(x, resize)) and np.isnan(chunk[0]).all()
+    with pytest.raises(InputError, match="out must be float32 of shape"):
+        to_float(x, (32, 32), out=np.empty((5, 28, 28, 1), np.float32))
+    with pytest.raises(InputError, match="out must be float32"):
+        to_float(x, out=np.empty((5, 28, 28, 1), np.float64))

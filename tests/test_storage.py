@@ -228,3 +228,28 @@ def test_with_token_only_for_http():
     assert storage.with_token("s3://b/x", {"retries": 1}, None) == {"retries": 1}
     with pytest.raises(InputError, match="token= is an HTTP bearer token.*s3://b/x"):
         storage.with_token("s3://b/x", None, "t")
+
+
+def test_forked_child_leaves_the_parents_http_connections_alone(tmp_path, shard_server):
+    """A forked child (a DataLoader worker) builds its own HTTP client; dropping its copy of the
+    parent's must not break the parent's pooled keep-alive connection (it did: the parent's
+    next request hung until the read timeout).  No retries and a short timeout, so a broken
+    connection fails this test instead of being retried."""
+    import gc
+
+    (tmp_path / "a.bin").write_bytes(os.urandom(200_000))
+    url = shard_server(str(tmp_path)) + "/a.bin"   # aiohttp server: keep-alive connections
+    opts = {"timeout": 5, "retries": 0}
+    want = storage.read_bytes(url, opts)        # the parent now has a pooled connection
+    pid = os.fork()
+    if pid == 0:  # the child: use storage (new client), drop the parent's copy, exit
+        code = 1
+        try:
+            code = 0 if storage.read_bytes(url, opts) == want else 2
+            gc.collect()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+    for _ in range(3):
+        assert storage.read_bytes(url, opts) == want

@@ -15,6 +15,7 @@ released to the fetcher, as soon as its samples are in the pool.
 from __future__ import annotations
 
 import importlib
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -181,6 +182,48 @@ class _Pool:
         return images, labels
 
 
+class _ReadAhead:
+    """Shard ``shard`` of ``source`` (just the samples ``want``) read by a daemon thread:
+    reading the file, Parquet decoding and PNG decoding release the GIL, so this overlaps the
+    work on the batches before it.  :meth:`get` waits and returns ``source.load``'s result (or
+    raises its error); :meth:`abandon` (the reader stopped early) releases the shard once read."""
+
+    def __init__(self, source: "ShardSource", shard: int, want: np.ndarray):
+        self.source, self.shard, self.want = source, shard, want
+        self.result = self.error = None
+        self.done = self.abandoned = False
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._run, name="shardstream-read", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            result = self.source.load(self.shard, self.want)
+        except BaseException as exc:  # re-raised by get()
+            result, self.error = None, exc
+        with self.lock:
+            self.done = True
+            if not self.abandoned:
+                self.result = result
+                return
+        self.source.release(self.shard)
+
+    def get(self):
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        result, self.result = self.result, None
+        return result
+
+    def abandon(self) -> None:
+        with self.lock:
+            self.abandoned = True
+            if not self.done:
+                return  # _run releases the shard when it is read
+            self.result = None
+        self.source.release(self.shard)
+
+
 def worker_batches(num_batches: int, worker: int = 0, num_workers: int = 1,
                    group: int = 1) -> np.ndarray:
     """int64 (m,) the batches worker ``worker`` of ``num_workers`` executes: those ``k`` with
@@ -231,12 +274,15 @@ def iter_batches(source: ShardSource, plan, worker: int = 0, num_workers: int = 
     batches are dealt round-robin instead, see :func:`worker_batches`), with images uint8
     (b, H, W, C) and labels int64 (b,) holding the samples ``plan.batch(k)`` in plan order.
 
-    Shards are read in the order this worker first needs them, each once; before reading one,
-    the next :data:`PREFETCH_AHEAD` are handed to the fetcher's ``prefetch``.  A shard's samples
-    that this worker needs go into the pool; the rest of the shard is dropped at once and the
-    shard released.  The pool holds only samples read and not yet emitted, so memory is bounded
-    by the shuffle buffer plus one shard (plus one batch), whatever the dataset size.  Gathering
-    is vectorised (``searchsorted`` + fancy indexing); there is no per-sample Python loop.
+    Shards are read in the order this worker first needs them, each once, by a thread that
+    reads (and decodes) the next one while the batches before it are being emitted (it starts
+    when the previous shard is released); before a shard is read, the next
+    :data:`PREFETCH_AHEAD` are handed to the fetcher's ``prefetch``.
+    A shard's samples that this worker needs go into the pool; the rest of the shard is dropped
+    at once and the shard released.  The pool holds only samples read and not yet emitted, so
+    memory is bounded by the shuffle buffer plus one shard (the one being read; plus one
+    batch), whatever the dataset size.  Gathering is vectorised (``searchsorted`` + fancy
+    indexing); there is no per-sample Python loop.
     ``stats``, if given, is filled in with what was held (see :class:`ExecStats`)."""
     manifest = source.manifest
     offsets = np.asarray(manifest.offsets, dtype=np.int64)
@@ -255,21 +301,32 @@ def iter_batches(source: ShardSource, plan, worker: int = 0, num_workers: int = 
     slot_of = np.empty(len(local_of), np.int32)
     pool = _Pool(manifest.image_shape,
                  min(len(local_of), plan.batch_size + int(np.max(manifest.shard_sizes, initial=1))))
+    def read(n):
+        """Hand the shards after load_order[n] to the fetcher's prefetch, start reading n."""
+        ahead = load_order[n + 1: n + 1 + PREFETCH_AHEAD]
+        if len(ahead):
+            source.prefetch(ahead)
+        pos = by_shard[shard_start[n]: shard_stop[n]]
+        return _ReadAhead(source, int(load_order[n]), local_of[pos])
+
+    pending = read(0) if len(load_order) else None
     next_load = 0
-    for j, k in enumerate(batches):
-        while next_load < len(load_order) and first_batch[next_load] <= j:
-            s = int(load_order[next_load])
-            ahead = load_order[next_load + 1: next_load + 1 + PREFETCH_AHEAD]
-            if len(ahead):
-                source.prefetch(ahead)
-            pos = by_shard[shard_start[next_load]: shard_stop[next_load]]
-            images, labels = source.load(s, local_of[pos])
-            slot_of[pos] = pool.put(images, labels)
-            del images, labels
-            source.release(s)
-            stats.shards_read.append(s)
-            stats.peak_pool = max(stats.peak_pool, pool.used)
-            next_load += 1
-        x, y = pool.take(slot_of[bounds[j]: bounds[j + 1]])
-        stats.pool_capacity = len(pool.labels)
-        yield int(k), x, y
+    try:
+        for j, k in enumerate(batches):
+            while next_load < len(load_order) and first_batch[next_load] <= j:
+                s = int(load_order[next_load])
+                images, labels = pending.get()
+                pos = by_shard[shard_start[next_load]: shard_stop[next_load]]
+                slot_of[pos] = pool.put(images, labels)
+                del images, labels
+                source.release(s)
+                stats.shards_read.append(s)
+                stats.peak_pool = max(stats.peak_pool, pool.used)
+                next_load += 1
+                pending = read(next_load) if next_load < len(load_order) else None
+            x, y = pool.take(slot_of[bounds[j]: bounds[j + 1]])
+            stats.pool_capacity = len(pool.labels)
+            yield int(k), x, y
+    finally:
+        if pending is not None:  # stopped early (or failed): nobody will take that shard
+            pending.abandon()

@@ -150,11 +150,14 @@ def _resample(x: np.ndarray, axis: int, taps: tuple[np.ndarray, np.ndarray], slo
     return acc
 
 
-def to_float(images: np.ndarray, resize: tuple[int, int] | None = None) -> np.ndarray:
+def to_float(images: np.ndarray, resize: tuple[int, int] | None = None, *,
+             out: np.ndarray | None = None) -> np.ndarray:
     """float32 (N, h, w, C) in [0, 1] from uint8 ``images`` (N, H, W, C).
 
     ``resize=None`` keeps (H, W) and returns exactly ``images.astype(float32) / float32(255)``;
     ``resize=(h, w)`` resamples with PIL's BILINEAR weights (see the module docstring).
+    ``out``, if given, is a float32 array of the result's shape that receives it (and is
+    returned): the loaders write a batch straight into its slot of a larger array.
 
     How: the batch is laid out as (H, W, N*C) (each pixel position holds the whole batch, so
     every step moves contiguous blocks); the height pass then the width pass each compute
@@ -168,17 +171,19 @@ def to_float(images: np.ndarray, resize: tuple[int, int] | None = None) -> np.nd
         raise InputError(
             f"to_float expects uint8 images of shape (N, H, W, C), got {images.dtype} {images.shape}")
     n, hin, win, c = images.shape
-    if resize is None:
-        return np.divide(images, _255, dtype=np.float32)
-    h, w = _check_resize(resize)
+    h, w = (hin, win) if resize is None else _check_resize(resize)
+    if out is None:
+        out = np.empty((n, h, w, c), dtype=np.float32)
+    elif out.dtype != np.float32 or out.shape != (n, h, w, c):
+        raise InputError(f"to_float: out must be float32 of shape {(n, h, w, c)}, "
+                         f"got {out.dtype} {out.shape}")
     if (h, w) == (hin, win):
-        return np.divide(images, _255, dtype=np.float32)
+        return np.divide(images, _255, out=out, dtype=np.float32)
     x = _scratch("in", (hin, win, n * c), np.uint8)
     np.copyto(x.reshape(hin, win, n, c), images.transpose(1, 2, 0, 3))
     if h != hin:
         x = _resample(x, 0, _taps(hin, h, True), "h")
     if w != win:
         x = _resample(x, 1, _taps(win, w, h == hin), "w")
-    out = np.empty((n, h, w, c), dtype=np.float32)
     np.clip(x.reshape(h, w, n, c).transpose(2, 0, 1, 3), 0.0, 1.0, out=out)
     return out

@@ -1,17 +1,36 @@
 """The tf.data adapter: :func:`tf_dataset` and :func:`tf_dataset_fn`.
 
-``num_parallel=P`` runs ``P`` Python generators, generator ``p`` executing the plan's batches
-``p, p + P, p + 2P, ...`` (:func:`execute.iter_batches`); a deterministic
-``interleave(cycle_length=P, block_length=1)`` takes one batch from each in turn, which is the
-plan order again.  Pixels come from the same :func:`resize.to_float` as the torch loader's, so
-the batches are bitwise equal to ``torch_loader``'s (after NCHW -> NHWC).
+The work (reading shards, gathering, :func:`resize.to_float`) is Python and numpy; it crosses
+into tf.data in *chunks* of up to :data:`CHUNK` consecutive plan batches -- one
+``tf.numpy_function`` call per chunk, split back into batches in the graph
+(``from_tensor_slices``).  Per-batch Python inside tf.data costs 0.15-0.4 ms, as much as the
+resize itself, so it is paid once per chunk instead.  ``Dataset.from_generator`` is not used:
+besides being the slowest way in, its kernel sets glibc's ``M_TRIM_THRESHOLD`` for the whole
+process, after which every allocation of 128 KiB or more is a fresh ``mmap`` (measured: 220,000
+page faults and 4x the CPU time per epoch).
+
+``num_parallel=P`` runs ``P`` streams: the plan's batches are dealt in runs of ``CHUNK``
+(:func:`execute.worker_batches` with ``group=CHUNK``), stream ``p`` executing runs
+``p, p + P, ...``; a deterministic ``interleave(cycle_length=P, block_length=CHUNK)`` takes one
+run from each in turn, which is the plan order again.  Pixels come from the same
+:func:`resize.to_float` as the torch loader's, so the batches are bitwise equal to
+``torch_loader``'s (after NCHW -> NHWC).
+
+State: every pass over the dataset first draws a fresh *pass id* (a ``numpy_function`` of no
+input, run again each time the dataset is iterated); the Python iterators of that pass live in
+the dataset's :class:`_Passes` under ``(pass id, stream)``, and are dropped after their last
+chunk.  tf.data gives no signal when an iterator is dropped, so a pass abandoned half way
+(``break``, ``take``) keeps its memory (its shuffle pool, up to the buffer plus one shard)
+until more than :data:`MAX_OPEN_PASSES` passes of the dataset are open: the least recently
+used is then closed.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
-import queue
 import threading
+from collections import OrderedDict
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
@@ -20,82 +39,161 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from ..errors import InputError  # noqa: E402
-from .execute import iter_batches  # noqa: E402
+from .execute import iter_batches, worker_batches  # noqa: E402
 from .options import LoaderOptions, check_int, loader_options  # noqa: E402
 from .resize import to_float  # noqa: E402
 
-#: batches each producer thread prepares ahead of tf.data
-QUEUE_DEPTH = 2
+#: consecutive batches handed to tf.data at once (one ``numpy_function`` call)
+CHUNK = 8
+#: passes over one dataset that may be open (started, not finished) at once; beyond that the
+#: least recently used one is closed
+MAX_OPEN_PASSES = 4
 
 
-def _produce(opts: LoaderOptions, manifest, worker: int, num_workers: int, out, stop) -> None:
-    """Thread body: put worker ``worker``'s batches (X float32 (b, h, w, C), y int32 (b,)) into
-    the queue ``out``, then ``None``; an exception is put instead and ends the run.  Returns as
-    soon as ``stop`` is set (the consumer went away)."""
+def chunk_sizes(batch_sizes: np.ndarray, group: int = CHUNK) -> list[int]:
+    """How a stream cuts its batches into chunks: ``batch_sizes`` int (m,) the sizes of the
+    batches it executes, in order (runs of ``group`` consecutive plan batches); returns the
+    number of batches in each chunk, in order.  A chunk is at most ``group`` batches of one
+    run, all of the same size (the epoch's short last batch, if any, is a chunk of its own), so
+    that it is one (k, b, h, w, C) array."""
+    sizes = []
+    for start in range(0, len(batch_sizes), group):
+        run = batch_sizes[start:start + group]
+        full = int(np.count_nonzero(run == run[0]))
+        sizes.append(full)
+        if full < len(run):
+            sizes.append(len(run) - full)
+    return sizes
 
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                out.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
 
+def _aligned_empty(shape, dtype=np.float32, align: int = 64) -> np.ndarray:
+    """An uninitialised array aligned to ``align`` bytes: ``numpy_function`` hands such an array
+    to tf.data without copying it (numpy's own are 16-byte aligned and get copied), and the
+    batches sliced from it by ``from_tensor_slices`` share it too."""
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    buf = np.empty(nbytes + align, np.uint8)
+    start = -buf.ctypes.data % align
+    return buf[start:start + nbytes].view(dtype).reshape(shape)
+
+
+def _chunks(opts: LoaderOptions, manifest, stream: int, num_streams: int, chunks: list[int]):
+    """Generator of stream ``stream``'s chunks: X float32 (k, b, h, w, C), y int32 (k, b), one
+    per entry k of ``chunks``, from :func:`execute.iter_batches` (runs of :data:`CHUNK`)."""
+    h, w, c = opts.image_size(manifest)
+    batches = iter_batches(opts.open(manifest), opts.plan(manifest), stream, num_streams,
+                           group=CHUNK)
+    for k in chunks:
+        X = y = None
+        for j in range(k):
+            _, images, labels = next(batches)
+            if X is None:
+                X = _aligned_empty((k, len(labels), h, w, c))
+                y = np.empty((k, len(labels)), np.int32)
+            to_float(images, opts.resize, out=X[j])
+            y[j] = labels
+        yield X, y
+
+
+def _close(it) -> None:
+    """Close a :func:`_chunks` generator; one running in another thread right now is left to
+    be finalised when that call returns (its last reference is then gone)."""
     try:
-        source = opts.open(manifest)
-        plan = opts.plan(manifest)
-        for _, images, labels in iter_batches(source, plan, worker, num_workers):
-            if not put((to_float(images, opts.resize), labels.astype(np.int32))):
-                return
-        put(None)
-    except BaseException as exc:  # handed to the consumer, which re-raises it
-        put(exc)
+        it.close()
+    except ValueError:  # "generator already executing"
+        pass
 
 
-def _batches(opts: LoaderOptions, manifest, worker: int, num_workers: int):
-    """Generator of worker ``worker``'s batches: X float32 (b, h, w, C), y int32 (b,).
+class _Passes:
+    """The open passes of one dataset: ``(pass id, stream)`` -> its :func:`_chunks` iterator."""
 
-    The work (reading, gathering, :func:`to_float`) runs in a Python thread of our own feeding a
-    small queue: numpy runs several times slower inside tf.data's own threads (measured; their
-    large allocations keep going back to the OS), so tf.data's thread only hands the arrays on."""
-    out = queue.Queue(maxsize=QUEUE_DEPTH)
-    stop = threading.Event()
-    thread = threading.Thread(target=_produce,
-                              args=(opts, manifest, worker, num_workers, out, stop),
-                              name=f"shardstream-tf-{worker}", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = out.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join()
+    def __init__(self, opts: LoaderOptions, manifest, num_streams: int, chunks):
+        self.opts, self.manifest, self.num_streams, self.chunks = opts, manifest, num_streams, chunks
+        self.open: OrderedDict = OrderedDict()  # pass id -> {stream: iterator}
+        self.closed: set = set()
+        self.ids = itertools.count()
+        self.lock = threading.Lock()
+
+    def new_pass(self):
+        """A fresh pass id (int64 scalar); closes the least recently used open passes beyond
+        :data:`MAX_OPEN_PASSES`."""
+        with self.lock:
+            pid = next(self.ids)
+            self.open[pid] = {}
+            while len(self.open) > MAX_OPEN_PASSES:
+                old, iterators = self.open.popitem(last=False)
+                self.closed.add(old)
+                for it in iterators.values():
+                    _close(it)
+        return np.int64(pid)
+
+    def next_chunk(self, pid, stream, index):
+        """Chunk ``index`` of stream ``stream`` of pass ``pid`` (called in order)."""
+        pid, stream, index = int(pid), int(stream), int(index)
+        with self.lock:
+            if pid in self.closed:
+                raise RuntimeError(
+                    f"this pass over the dataset was closed because more than {MAX_OPEN_PASSES} "
+                    f"passes over it were open at once; finish or drop old iterators")
+            iterators = self.open[pid]
+            self.open.move_to_end(pid)
+            it = iterators.get(stream)
+            if it is None:
+                it = iterators[stream] = _chunks(self.opts, self.manifest, stream,
+                                                 self.num_streams, self.chunks[stream])
+        item = next(it)
+        if index == len(self.chunks[stream]) - 1:  # the stream's last chunk: drop its state
+            with self.lock:
+                iterators = self.open.get(pid, {})
+                iterators.pop(stream, None)
+                if not iterators:
+                    self.open.pop(pid, None)
+        return item
+
+    def close(self) -> None:
+        """Close every open pass (their memory is freed, their shards released)."""
+        with self.lock:
+            for iterators in self.open.values():
+                for it in iterators.values():
+                    _close(it)
+            self.open.clear()
 
 
 def _build(opts: LoaderOptions, manifest, num_parallel: int) -> tf.data.Dataset:
     h, w, c = opts.image_size(manifest)
-    signature = (tf.TensorSpec((None, h, w, c), tf.float32), tf.TensorSpec((None,), tf.int32))
-    total = opts.plan(manifest).num_batches
+    plan = opts.plan(manifest)
+    total = plan.num_batches
+    sizes = np.full(total, plan.batch_size, np.int64)
+    if total:
+        sizes[-1] = plan.ids.size - (total - 1) * plan.batch_size
+    chunks = [chunk_sizes(sizes[worker_batches(total, p, num_parallel, CHUNK)])
+              for p in range(num_parallel)]
+    num_chunks = tf.constant([len(ch) for ch in chunks], tf.int64)
+    passes = _Passes(opts, manifest, num_parallel, chunks)
 
-    def one(p):
-        return tf.data.Dataset.from_generator(
-            lambda p: _batches(opts, manifest, int(p), num_parallel), args=(p,),
-            output_signature=signature)
+    def stream(pid, p):
+        def chunk(i):
+            X, y = tf.numpy_function(passes.next_chunk, [pid, p, i], (tf.float32, tf.int32),
+                                     name="shardstream_chunk")
+            X.set_shape((None, None, h, w, c))
+            y.set_shape((None, None))
+            return X, y
+        return (tf.data.Dataset.range(num_chunks[p]).map(chunk)
+                .flat_map(lambda X, y: tf.data.Dataset.from_tensor_slices((X, y))))
 
-    if num_parallel == 1:
-        ds = one(tf.constant(0, tf.int64))
-    else:
-        ds = tf.data.Dataset.range(num_parallel).interleave(
-            one, cycle_length=num_parallel, block_length=1, num_parallel_calls=num_parallel,
-            deterministic=True)
+    def one_pass(pid):
+        if num_parallel == 1:
+            return stream(pid, tf.constant(0, tf.int64))
+        return tf.data.Dataset.range(num_parallel).interleave(
+            lambda p: stream(pid, p), cycle_length=num_parallel, block_length=CHUNK,
+            num_parallel_calls=num_parallel, deterministic=True)
+
+    pass_ids = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).map(
+        lambda _: tf.numpy_function(passes.new_pass, [], tf.int64, name="shardstream_pass"))
+    ds = pass_ids.flat_map(one_pass)
     ds = ds.apply(tf.data.experimental.assert_cardinality(total))
-    return ds.prefetch(tf.data.AUTOTUNE)
+    ds = ds.prefetch(tf.data.AUTOTUNE)
+    ds._shardstream_passes = passes  # for tests and inspection
+    return ds
 
 
 def to_tf_image(image: np.ndarray) -> tf.Tensor:

@@ -178,6 +178,10 @@ def _options(kind, location, storage_options):
 _FS_CACHE: dict = {}
 _FS_LOCK = threading.Lock()
 _FS_PID = os.getpid()
+#: a forked child's copies of its parent's filesystem objects, kept alive and never used: their
+#: finalisers would close the parent's pooled connections from the child, which then break in
+#: the parent (its next request on them hung until the read timeout; measured)
+_PARENTS_FS: list = []
 
 
 def _cached(key, make):
@@ -185,6 +189,7 @@ def _cached(key, make):
     global _FS_PID
     with _FS_LOCK:
         if os.getpid() != _FS_PID:
+            _PARENTS_FS.extend(_FS_CACHE.values())
             _FS_CACHE.clear()
             _FS_PID = os.getpid()
         fs = _FS_CACHE.get(key)
