@@ -4,7 +4,8 @@ Compares, in one run and on one machine:
 
 - ``floor``: the uint8 array in RAM, gather of the plan's ids + :func:`to_float` (numpy only);
 - ``ours torch w0/w2``: :func:`shardstream.torch_loader` (num_workers 0 and 2);
-- ``ours tf p1/p2``: :func:`shardstream.tf_dataset` (num_parallel 1 and 2);
+- ``ours tf p1/p2``: :func:`shardstream.tf_dataset` (num_parallel 1 and 2), built once with
+  ``reshuffle_each_iteration=True`` (each pass the next epoch), and also built anew each epoch;
 - ``book torch``: D2L's PyTorch pipeline — a map-style dataset that turns each image into a PIL
   image, ``resize((32, 32), BILINEAR)`` and to-tensor (exactly what torchvision's
   ``Resize`` + ``ToTensor`` do; torchvision itself is not installed), through
@@ -16,8 +17,8 @@ Compares, in one run and on one machine:
 
 Run: ``.venv/bin/python benchmarks/bench_loaders.py [--data DIR] [--repeat 5]``.  The stand-in
 data (smooth synthetic 28x28 "garments", npy and PNG shards of 10,000) is written under
-``--data`` once.  Prints a markdown table (median seconds per epoch of ``--repeat`` runs;
-the slow reference pipelines run once) for docs/benchmarks.md.
+``--data`` once.  Prints a markdown table (the best of ``--repeat`` epochs of each pipeline,
+after one warm-up epoch, timed round-robin) for docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -138,12 +139,27 @@ def ours_torch(location, workers, fmt="auto"):
 
 
 def ours_tf(location, parallel, fmt="auto"):
+    """One :func:`shardstream.tf_dataset` with ``reshuffle_each_iteration=True``: each pass
+    is the next epoch (as ``model.fit(ds, epochs=n)`` uses it; built once, like the torch
+    loader with ``set_epoch``)."""
+    import shardstream as ss
+
+    ds = ss.tf_dataset(location, batch_size=BATCH, resize=RESIZE, num_parallel=parallel,
+                       format=fmt, reshuffle_each_iteration=True)
+
+    def run(epoch):
+        for X, y in ds:
+            pass
+    return run
+
+
+def ours_tf_rebuilt(location):
+    """A new :func:`shardstream.tf_dataset` built for every epoch (``epoch=e``): the same
+    passes plus building the pipeline (tracing its functions) each time."""
     import shardstream as ss
 
     def run(epoch):
-        ds = ss.tf_dataset(location, batch_size=BATCH, resize=RESIZE, epoch=epoch,
-                           num_parallel=parallel, format=fmt)
-        for X, y in ds:
+        for X, y in ss.tf_dataset(location, batch_size=BATCH, resize=RESIZE, epoch=epoch):
             pass
     return run
 
@@ -162,13 +178,18 @@ def book_torch(images, labels, workers):
     return run
 
 
-def book_tf(images, labels):
+def book_tf(images, labels, reuse=False):
     """D2L §4.2 (TensorFlow): :func:`shardstream.loaders.tf_loader.book_tf_pipeline`
-    (from_tensor_slices -> batch -> map(resize_with_pad) -> shuffle), built each epoch."""
+    (from_tensor_slices -> batch -> map(resize_with_pad) -> shuffle).  The book times
+    ``for X, y in data.train_dataloader()``, which builds the pipeline again each epoch
+    (``reuse=False``); ``reuse=True`` builds it once and iterates the same object."""
     from shardstream.loaders.tf_loader import book_tf_pipeline
 
+    built = book_tf_pipeline(images, labels, BATCH, RESIZE) if reuse else None
+
     def run(epoch):
-        for X, y in book_tf_pipeline(images, labels, BATCH, RESIZE):
+        ds = built if reuse else book_tf_pipeline(images, labels, BATCH, RESIZE)
+        for X, y in ds:
             pass
     return run
 
@@ -207,23 +228,18 @@ def epoch_seconds(run, epoch) -> float:
 
 
 def timed_rows(rows, repeat):
-    """Seconds per epoch of each row: the fast rows (``repeat > 1``) are warmed up once, then
-    timed round-robin (epoch r of every row, then epoch r + 1, ...) so that load from other jobs
-    on a shared machine hits them alike, and the best of ``repeat`` is kept; the slow references
-    run one cold epoch each."""
-    out = {}
-    fast = [(key, make()) for key, make, r in rows if r > 1]
-    for _, run in fast:
+    """Seconds per epoch of each row ``(key, make)``: every pipeline is built and warmed up
+    with one epoch, then timed round-robin (epoch r of every row, then epoch r + 1, ...) so
+    that load from other jobs on a shared machine hits them alike; the best of ``repeat`` is
+    kept."""
+    runs = [(key, make()) for key, make in rows]
+    for _, run in runs:
         run(99)
-    best = {key: float("inf") for key, _ in fast}
+    best = {key: float("inf") for key, _ in runs}
     for e in range(repeat):
-        for key, run in fast:
+        for key, run in runs:
             best[key] = min(best[key], epoch_seconds(run, e))
-    out.update(best)
-    for key, make, r in rows:
-        if r <= 1:
-            out[key] = epoch_seconds(make(), 0)
-    return out
+    return best
 
 
 def main(argv=None):
@@ -240,34 +256,38 @@ def main(argv=None):
     write_split(png, in_shards(images, labels), encoding="png")
     n = len(labels)
 
-    rows = [  # (name, workers, make, repeat)
-        ("floor (uint8 in RAM, gather + to_float)", 0, lambda: floor(images, labels), args.repeat),
-        ("ours torch, npy", 0, lambda: ours_torch(npy, 0), args.repeat),
-        ("ours torch, npy", 2, lambda: ours_torch(npy, 2), args.repeat),
-        ("ours torch, npy, tar", 0, lambda: ours_torch(npy, 0, "tar"), args.repeat),
-        ("ours tf, npy", 1, lambda: ours_tf(npy, 1), args.repeat),
-        ("ours tf, npy", 2, lambda: ours_tf(npy, 2), args.repeat),
+    rows = [  # (name, workers, make)
+        ("floor (uint8 in RAM, gather + to_float)", 0, lambda: floor(images, labels)),
+        ("ours torch, npy", 0, lambda: ours_torch(npy, 0)),
+        ("ours torch, npy", 2, lambda: ours_torch(npy, 2)),
+        ("ours torch, npy, tar", 0, lambda: ours_torch(npy, 0, "tar")),
+        ("ours tf, npy", 1, lambda: ours_tf(npy, 1)),
+        ("ours tf, npy", 2, lambda: ours_tf(npy, 2)),
+        ("ours tf, npy, a new tf_dataset(epoch=e) each epoch", 1, lambda: ours_tf_rebuilt(npy)),
         ("(a) book torch (PIL resize + ToTensor, DataLoader)", 0,
-         lambda: book_torch(images, labels, 0), 1),
+         lambda: book_torch(images, labels, 0)),
         ("(a) book torch (PIL resize + ToTensor, DataLoader)", 2,
-         lambda: book_torch(images, labels, 2), 1),
-        ("(b) book tf.data (from_tensor_slices, resize_with_pad)", 0,
-         lambda: book_tf(images, labels), 1),
-        ("ours torch, png", 0, lambda: ours_torch(png, 0), 1),
-        ("ours torch, png", 2, lambda: ours_torch(png, 2), 1),
-        ("ours tf, png", 2, lambda: ours_tf(png, 2), 1),
-        ("stock webdataset, png", 0, lambda: stock_webdataset(png, 0), 1),
-        ("stock webdataset, png", 2, lambda: stock_webdataset(png, 2), 1),
+         lambda: book_torch(images, labels, 2)),
+        ("(b) book tf.data (from_tensor_slices, resize_with_pad), built each epoch as the book "
+         "times it", 0, lambda: book_tf(images, labels)),
+        ("(b) book tf.data, one dataset object iterated again", 0,
+         lambda: book_tf(images, labels, reuse=True)),
+        ("ours torch, png", 0, lambda: ours_torch(png, 0)),
+        ("ours torch, png", 2, lambda: ours_torch(png, 2)),
+        ("ours tf, png", 2, lambda: ours_tf(png, 2)),
+        ("stock webdataset, png (WebDataset, shuffle, decode, resize, batched)", 0,
+         lambda: stock_webdataset(png, 0)),
+        ("stock webdataset, png", 2, lambda: stock_webdataset(png, 2)),
     ]
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {machine()}; "
           f"{n} images, batch {BATCH}, resize {RESIZE[0]}x{RESIZE[1]}")
     print("| pipeline | workers | s / epoch | images / s |")
     print("|---|---:|---:|---:|")
-    rows = [((name, workers), make, repeat) for name, workers, make, repeat in rows
+    rows = [((name, workers), make) for name, workers, make in rows
             if not only or any(o in name for o in only)]
     results = timed_rows(rows, args.repeat)
-    for (name, workers), _, _ in rows:
+    for (name, workers), _ in rows:
         seconds = results[(name, workers)]
         print(f"| {name} | {workers} | {seconds:.2f} | {n / seconds:,.0f} |", flush=True)
     return results

@@ -230,6 +230,31 @@ def test_executor_holds_only_what_the_plan_still_needs(split, num_workers, group
         assert stats.peak_pool <= buffer + 128 + bs
 
 
+def test_executor_stopped_early_releases_the_shard_being_read(split):
+    """Closing the batch generator while the next shard is being read ahead: that read
+    finishes, the shard is released, and no reader thread stays."""
+    import threading
+    import time
+
+    location = split[0]
+    source = open_stream(location)
+    rec = RecordingFetcher(source.fetcher)
+    source.fetcher = rec
+    plan = plan_epoch(source.manifest.shard_sizes, batch_size=40, seed=6, shuffle_buffer=100)
+    batches = iter_batches(source, plan)
+    for _ in range(3):
+        next(batches)
+    reads = [i for what, i in rec.log if what == "read"]
+    batches.close()
+    for _ in range(100):
+        if not any(t.name == "shardstream-read" for t in threading.enumerate()):
+            break
+        time.sleep(0.05)
+    assert not any(t.name == "shardstream-read" for t in threading.enumerate())
+    assert rec.held == set()
+    assert len([i for what, i in rec.log if what == "read"]) >= len(reads)
+
+
 def test_memory_does_not_grow_with_the_dataset(tmp_path):
     """Same buffer and shard size, 4x the samples: the pool's peak stays the same size."""
     from conftest import write_test_split
@@ -325,6 +350,39 @@ def test_tf_abandoned_and_concurrent_passes(split):
     assert all(np.array_equal(x, y) for x, y in zip(got_a, want_labels))
     assert all(np.array_equal(x, y) for x, y in zip(got_b, want_labels))
     assert len(passes.open) <= tf_loader.MAX_OPEN_PASSES
+
+
+def test_tf_reshuffle_each_iteration_advances_the_epoch(split):
+    """reshuffle_each_iteration=True: the k-th iteration is epoch + k (the torch loader's
+    set_epoch(epoch + k)), for num_parallel 1 and 2; model.fit(ds, epochs=3) iterates it three
+    times, so each Keras epoch gets its own order; with start_batch it is an InputError."""
+    import keras
+
+    location, _, _, id_of = split
+    kw = dict(batch_size=50, shuffle_buffer=300, seed=2)
+    loader = ss.torch_loader(location, **kw)
+    want = []
+    for e in (3, 4, 5):
+        loader.set_epoch(e)
+        want.append(torch_ids(loader, id_of))
+    assert not np.array_equal(np.concatenate(want[0]), np.concatenate(want[1]))
+    for num_parallel in (1, 2):
+        ds = ss.tf_dataset(location, epoch=3, reshuffle_each_iteration=True,
+                           num_parallel=num_parallel, **kw)
+        for k in range(3):
+            got = tf_ids(ds, id_of)
+            assert len(got) == len(want[k]) == 20
+            assert all(np.array_equal(a, b) for a, b in zip(got, want[k]))
+    ds = ss.tf_dataset(location, reshuffle_each_iteration=True, **kw)
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(10)])
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(ds, epochs=3, verbose=0, shuffle=False)
+    assert ds._shardstream_passes.started == 3
+    with pytest.raises(ss.errors.InputError, match="start_batch=2 with reshuffle_each_iteration"):
+        ss.tf_dataset(location, start_batch=2, reshuffle_each_iteration=True, **kw)
+    with pytest.raises(ss.errors.InputError, match="reshuffle_each_iteration='yes'"):
+        ss.tf_dataset(location, reshuffle_each_iteration="yes", **kw)
 
 
 def test_tf_pass_closed_by_newer_passes_says_so(split):

@@ -54,8 +54,10 @@ def epoch_runner(framework, location, *, batch_size, workers=0, resize=None, for
     """A function ``run(epoch) -> iterable of (X, y)`` for one loader configuration.
 
     torch: one :func:`torch_loader` (``num_workers=workers``), ``set_epoch(epoch)`` per call.
-    tf: a fresh :func:`tf_dataset` per epoch with ``num_parallel=max(workers, 1)`` (tf.data
-    has no separate worker processes; its parallel readers play that role).
+    tf: one :func:`tf_dataset` with ``reshuffle_each_iteration=True`` (its k-th pass is epoch
+    k), ``num_parallel=max(workers, 1)`` (tf.data has no separate worker processes; its
+    parallel streams play that role); asked for another epoch than its next pass, a new one
+    is built for it.
     """
     if framework == "torch":
         from .torch_loader import torch_loader
@@ -71,11 +73,19 @@ def epoch_runner(framework, location, *, batch_size, workers=0, resize=None, for
     if framework == "tf":
         from .tf_loader import tf_dataset
 
-        def run(epoch):
+        def build(epoch):
             return tf_dataset(location, batch_size=batch_size, resize=resize, format=format,
-                              seed=seed, epoch=epoch, num_parallel=max(workers, 1))
+                              seed=seed, epoch=epoch, reshuffle_each_iteration=True,
+                              num_parallel=max(workers, 1))
 
-        run(0)  # check the arguments now, like the torch loader does
+        current = {"epoch": 0, "ds": build(0)}  # checks the arguments now, like torch's
+
+        def run(epoch):
+            if epoch != current["epoch"]:
+                current["ds"] = build(epoch)
+            current["epoch"] = epoch + 1  # the dataset's next pass
+            return current["ds"]
+
         return run
     raise InputError(f"framework={framework!r}: choose from {', '.join(FRAMEWORKS)}")
 

@@ -27,7 +27,6 @@ used is then closed.
 
 from __future__ import annotations
 
-import itertools
 import os
 import threading
 from collections import OrderedDict
@@ -104,20 +103,25 @@ def _close(it) -> None:
 
 
 class _Passes:
-    """The open passes of one dataset: ``(pass id, stream)`` -> its :func:`_chunks` iterator."""
+    """The open passes of one dataset: ``(pass id, stream)`` -> its :func:`_chunks` iterator.
+    Pass ids count the passes started, from 0; with ``reshuffle`` pass k is epoch
+    ``opts.epoch + k``, else every pass is ``opts.epoch``."""
 
-    def __init__(self, opts: LoaderOptions, manifest, num_streams: int, chunks):
+    def __init__(self, opts: LoaderOptions, manifest, num_streams: int, chunks,
+                 reshuffle: bool = False):
         self.opts, self.manifest, self.num_streams, self.chunks = opts, manifest, num_streams, chunks
+        self.reshuffle = reshuffle
         self.open: OrderedDict = OrderedDict()  # pass id -> {stream: iterator}
         self.closed: set = set()
-        self.ids = itertools.count()
+        self.started = 0  # passes started so far; the next pass id
         self.lock = threading.Lock()
 
     def new_pass(self):
         """A fresh pass id (int64 scalar); closes the least recently used open passes beyond
         :data:`MAX_OPEN_PASSES`."""
         with self.lock:
-            pid = next(self.ids)
+            pid = self.started
+            self.started += 1
             self.open[pid] = {}
             while len(self.open) > MAX_OPEN_PASSES:
                 old, iterators = self.open.popitem(last=False)
@@ -138,8 +142,9 @@ class _Passes:
             self.open.move_to_end(pid)
             it = iterators.get(stream)
             if it is None:
-                it = iterators[stream] = _chunks(self.opts, self.manifest, stream,
-                                                 self.num_streams, self.chunks[stream])
+                opts = self.opts.with_(epoch=self.opts.epoch + pid) if self.reshuffle else self.opts
+                it = iterators[stream] = _chunks(opts, self.manifest, stream, self.num_streams,
+                                                 self.chunks[stream])
         item = next(it)
         if index == len(self.chunks[stream]) - 1:  # the stream's last chunk: drop its state
             with self.lock:
@@ -158,7 +163,8 @@ class _Passes:
             self.open.clear()
 
 
-def _build(opts: LoaderOptions, manifest, num_parallel: int) -> tf.data.Dataset:
+def _build(opts: LoaderOptions, manifest, num_parallel: int,
+           reshuffle: bool = False) -> tf.data.Dataset:
     h, w, c = opts.image_size(manifest)
     plan = opts.plan(manifest)
     total = plan.num_batches
@@ -168,7 +174,7 @@ def _build(opts: LoaderOptions, manifest, num_parallel: int) -> tf.data.Dataset:
     chunks = [chunk_sizes(sizes[worker_batches(total, p, num_parallel, CHUNK)])
               for p in range(num_parallel)]
     num_chunks = tf.constant([len(ch) for ch in chunks], tf.int64)
-    passes = _Passes(opts, manifest, num_parallel, chunks)
+    passes = _Passes(opts, manifest, num_parallel, chunks, reshuffle)
 
     def stream(pid, p):
         def chunk(i):
@@ -219,21 +225,29 @@ def book_tf_pipeline(images, labels, batch_size, resize) -> tf.data.Dataset:
 
 
 def tf_dataset(location, *, batch_size, resize=None, shuffle=True, shuffle_buffer=10_000,
-               shard_shuffle=True, seed=0, epoch=0, drop_last=False, rank=None, world_size=None,
-               start_batch=0, format="auto", num_parallel=1, storage_options=None,
-               cache_dir=None, cache_limit=None, token=None) -> tf.data.Dataset:
+               shard_shuffle=True, seed=0, epoch=0, reshuffle_each_iteration=False,
+               drop_last=False, rank=None, world_size=None, start_batch=0, format="auto",
+               num_parallel=1, storage_options=None, cache_dir=None, cache_limit=None,
+               token=None) -> tf.data.Dataset:
     """A ``tf.data.Dataset`` of one epoch of the converted split at ``location`` (path or URL).
 
     Elements are ``(X, y)``: X float32 (b, h, w, C) in [0, 1], y int32 (b,) — bitwise the
     batches of :func:`shardstream.torch_loader` with the same arguments, for every
-    ``num_parallel`` (the number of generators run in parallel).  The dataset knows its length
-    (``len(ds)``, ``ds.cardinality()``).  Iterating it again gives the same epoch again; build a
-    new one with ``epoch=e`` for the next epoch (cheap: only the manifest is read).
-    ``start_batch`` skips the first batches of this rank's epoch (resume).  For
-    ``tf.distribute`` use :func:`tf_dataset_fn`, which takes rank and world size from the
-    input context (``rank`` / ``world_size`` default to 0 / 1 here).  Every argument is
-    checked here (InputError / ManifestError)."""
+    ``num_parallel`` (the number of streams run in parallel).  The dataset knows its length
+    (``len(ds)``, ``ds.cardinality()``).  Iterating it again gives the same epoch again
+    (build a new one with ``epoch=e`` for the next epoch), unless
+    ``reshuffle_each_iteration=True``: then the k-th iteration of this dataset object
+    (k = 0, 1, ...; every iteration started counts, ``ds.take(1)`` too) is epoch
+    ``epoch + k`` -- what ``model.fit(ds, epochs=n)`` needs, like tf.data's
+    ``shuffle(reshuffle_each_iteration=True)`` and torch's ``set_epoch``.
+    ``start_batch`` skips the first batches of this rank's epoch (resume; not with
+    ``reshuffle_each_iteration``).  For ``tf.distribute`` use :func:`tf_dataset_fn`, which
+    takes rank and world size from the input context (``rank`` / ``world_size`` default to
+    0 / 1 here).  Every argument is checked here (InputError / ManifestError)."""
     num_parallel = check_int("num_parallel", num_parallel, 1)
+    if not isinstance(reshuffle_each_iteration, bool):
+        raise InputError(f"reshuffle_each_iteration={reshuffle_each_iteration!r}: must be "
+                         f"True or False")
     opts, manifest = loader_options(
         location, batch_size=batch_size, resize=resize, shuffle=shuffle,
         shuffle_buffer=shuffle_buffer, shard_shuffle=shard_shuffle, seed=seed, epoch=epoch,
@@ -241,7 +255,11 @@ def tf_dataset(location, *, batch_size, resize=None, shuffle=True, shuffle_buffe
         world_size=1 if world_size is None else world_size,
         start_batch=start_batch, format=format, storage_options=storage_options,
         cache_dir=cache_dir, cache_limit=cache_limit, token=token)
-    return _build(opts, manifest, num_parallel)
+    if reshuffle_each_iteration and start_batch:
+        raise InputError(f"start_batch={start_batch!r} with reshuffle_each_iteration=True: a "
+                         f"resumed epoch is shorter than the next ones; resume the rest of epoch "
+                         f"{epoch!r} with start_batch, then build the next epochs without it")
+    return _build(opts, manifest, num_parallel, reshuffle_each_iteration)
 
 
 def tf_dataset_fn(location, *, global_batch_size, **kwargs):

@@ -65,23 +65,25 @@ class BookTorchDataset(torch.utils.data.Dataset):
     ``transforms.Compose([Resize(resize), ToTensor()])`` -- per image: a PIL image, a PIL
     BILINEAR resize, a float tensor (1, h, w) / 255, and an int label. ``images`` uint8
     (N, H, W) or (N, H, W, 1), ``labels`` (N,). Rebuilt here (torchvision is not a dependency)
-    with the same per-image steps. A baseline for the demo and the benchmarks, not used by
-    the loaders."""
+    with the same per-image steps, down to holding the data as torch tensors as torchvision
+    does (``self.data[index].numpy()``, ``int(self.targets[index])``). A baseline for the demo
+    and the benchmarks, not used by the loaders."""
 
     def __init__(self, images, labels, resize):
-        self.images = images.reshape(images.shape[:3])
-        self.labels = labels
+        self.data = torch.from_numpy(np.array(images.reshape(images.shape[:3]), copy=True))
+        self.targets = torch.from_numpy(np.asarray(labels, dtype=np.int64))
         self.size = (resize[1], resize[0])  # PIL wants (width, height)
 
     def __len__(self):
-        return len(self.labels)
+        return len(self.targets)
 
     def __getitem__(self, index):
         from PIL import Image
 
-        img = Image.fromarray(self.images[index], mode="L")
+        img, target = self.data[index], int(self.targets[index])
+        img = Image.fromarray(img.numpy(), mode="L")
         img = img.resize(self.size, Image.Resampling.BILINEAR)
-        return pil_to_tensor(img), int(self.labels[index])
+        return pil_to_tensor(img), target
 
 
 def book_torch_pipeline(images, labels, batch_size, resize, num_workers=0):
