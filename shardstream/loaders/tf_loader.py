@@ -7,7 +7,7 @@ into tf.data in *chunks* of up to :data:`CHUNK` consecutive plan batches -- one
 resize itself, so it is paid once per chunk instead.  ``Dataset.from_generator`` is not used:
 besides being the slowest way in, its kernel sets glibc's ``M_TRIM_THRESHOLD`` for the whole
 process, after which every allocation of 128 KiB or more is a fresh ``mmap`` (measured: 220,000
-page faults and 4x the CPU time per epoch).
+page faults and 3-4x the CPU time per epoch).
 
 ``num_parallel=P`` runs ``P`` streams: the plan's batches are dealt in runs of ``CHUNK``
 (:func:`execute.worker_batches` with ``group=CHUNK``), stream ``p`` executing runs
@@ -19,7 +19,8 @@ run from each in turn, which is the plan order again.  Pixels come from the same
 State: every pass over the dataset first draws a fresh *pass id* (a ``numpy_function`` of no
 input, run again each time the dataset is iterated); the Python iterators of that pass live in
 the dataset's :class:`_Passes` under ``(pass id, stream)``, and are dropped after their last
-chunk.  tf.data gives no signal when an iterator is dropped, so a pass abandoned half way
+chunk.  Pass ids count the passes started (0, 1, ...); with ``reshuffle_each_iteration`` pass
+k is epoch ``epoch + k``.  tf.data gives no signal when an iterator is dropped, so a pass abandoned half way
 (``break``, ``take``) keeps its memory (its shuffle pool, up to the buffer plus one shard)
 until more than :data:`MAX_OPEN_PASSES` passes of the dataset are open: the least recently
 used is then closed.
