@@ -301,6 +301,7 @@ def iter_batches(source: ShardSource, plan, worker: int = 0, num_workers: int = 
     slot_of = np.empty(len(local_of), np.int32)
     pool = _Pool(manifest.image_shape,
                  min(len(local_of), plan.batch_size + int(np.max(manifest.shard_sizes, initial=1))))
+
     def read(n):
         """Hand the shards after load_order[n] to the fetcher's prefetch, start reading n."""
         ahead = load_order[n + 1: n + 1 + PREFETCH_AHEAD]

@@ -20,10 +20,10 @@ State: every pass over the dataset first draws a fresh *pass id* (a ``numpy_func
 input, run again each time the dataset is iterated); the Python iterators of that pass live in
 the dataset's :class:`_Passes` under ``(pass id, stream)``, and are dropped after their last
 chunk.  Pass ids count the passes started (0, 1, ...); with ``reshuffle_each_iteration`` pass
-k is epoch ``epoch + k``.  tf.data gives no signal when an iterator is dropped, so a pass abandoned half way
-(``break``, ``take``) keeps its memory (its shuffle pool, up to the buffer plus one shard)
-until more than :data:`MAX_OPEN_PASSES` passes of the dataset are open: the least recently
-used is then closed.
+k is epoch ``epoch + k``.  tf.data gives no signal when an iterator is dropped, so a pass
+abandoned half way (``break``, ``take``) keeps its memory (its shuffle pool, up to the buffer
+plus one shard) until more than :data:`MAX_OPEN_PASSES` passes of the dataset are open: the
+least recently used is then closed.
 """
 
 from __future__ import annotations
@@ -154,14 +154,6 @@ class _Passes:
                 if not iterators:
                     self.open.pop(pid, None)
         return item
-
-    def close(self) -> None:
-        """Close every open pass (their memory is freed, their shards released)."""
-        with self.lock:
-            for iterators in self.open.values():
-                for it in iterators.values():
-                    _close(it)
-            self.open.clear()
 
 
 def _build(opts: LoaderOptions, manifest, num_parallel: int,
