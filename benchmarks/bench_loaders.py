@@ -37,9 +37,10 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchdoc import machine  # noqa: E402
+
 from shardstream.loaders.plan import plan_epoch  # noqa: E402
 from shardstream.loaders.resize import to_float  # noqa: E402
-from shardstream.shards.formats import shard_name, write_shard  # noqa: E402
+from shardstream.shards import shard_name, write_shard  # noqa: E402
 from shardstream.shards.manifest import MANIFEST_NAME, Manifest, ShardInfo  # noqa: E402
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
@@ -165,10 +166,10 @@ def ours_tf_rebuilt(location):
 
 
 def book_torch(images, labels, workers):
-    """D2L §4.2 (PyTorch): :func:`shardstream.loaders.torch_loader.book_torch_pipeline`
+    """D2L §4.2 (PyTorch): :func:`shardstream.book.torch_baseline.book_torch_pipeline`
     (torchvision's FashionMNIST with Compose([Resize(32), ToTensor()]) rebuilt) through
     DataLoader(batch_size=64, shuffle=True, num_workers=workers)."""
-    from shardstream.loaders.torch_loader import book_torch_pipeline
+    from shardstream.book.torch_baseline import book_torch_pipeline
 
     loader = book_torch_pipeline(images, labels, BATCH, RESIZE, num_workers=workers)
 
@@ -179,11 +180,11 @@ def book_torch(images, labels, workers):
 
 
 def book_tf(images, labels, reuse=False):
-    """D2L §4.2 (TensorFlow): :func:`shardstream.loaders.tf_loader.book_tf_pipeline`
+    """D2L §4.2 (TensorFlow): :func:`shardstream.book.tf_baseline.book_tf_pipeline`
     (from_tensor_slices -> batch -> map(resize_with_pad) -> shuffle).  The book times
     ``for X, y in data.train_dataloader()``, which builds the pipeline again each epoch
     (``reuse=False``); ``reuse=True`` builds it once and iterates the same object."""
-    from shardstream.loaders.tf_loader import book_tf_pipeline
+    from shardstream.book.tf_baseline import book_tf_pipeline
 
     built = book_tf_pipeline(images, labels, BATCH, RESIZE) if reuse else None
 
@@ -201,7 +202,7 @@ def stock_webdataset(location, workers):
     import webdataset as wds
     from PIL import Image
 
-    from shardstream.loaders.torch_loader import pil_to_tensor
+    from shardstream.book.torch_baseline import pil_to_tensor
     from shardstream.shards.manifest import load_manifest
 
     manifest = load_manifest(location)

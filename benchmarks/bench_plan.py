@@ -41,7 +41,8 @@ def machine():
                     break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, numpy {np.__version__}, Python {platform.python_version()}"
+    return (f"{cpu}, {os.cpu_count()} cores, numpy {np.__version__}, "
+            f"Python {platform.python_version()}")
 
 
 def main():
@@ -68,16 +69,20 @@ def main():
     per_batch_32 = resize_rows[1][1]
     epoch_floor = per_batch_32 * n / 64
 
-    print(f"Measured {datetime.date.today().isoformat()} on {machine()}; median of {args.repeat} runs.\n")
+    print(f"Measured {datetime.date.today().isoformat()} on {machine()}; "
+          f"median of {args.repeat} runs.\n")
     print(f"Plan for {n:,} samples in {s} shards, batch_size 64 "
-          f"(epoch lower bound: {n:,} samples through `to_float` 28x28->32x32 = {epoch_floor:.2f} s):\n")
-    print("| shuffle | shuffle_buffer | world_size | plan (ms, median) | best (ms) | share of epoch |")
+          f"(epoch lower bound: {n:,} samples through `to_float` 28x28->32x32 = "
+          f"{epoch_floor:.2f} s):\n")
+    print("| shuffle | shuffle_buffer | world_size | plan (ms, median) | best (ms) "
+          "| share of epoch |")
     print("|---|---:|---:|---:|---:|---:|")
     cases = [(False, 0, 1), (True, 0, 1), (True, 1_000, 1), (True, 10_000, 1), (True, 100_000, 1),
              (True, n, 1), (True, 10_000, 8)]
     for shuffle, buffer, world in cases:
         med, best = best_of(lambda: plan_epoch(sizes, batch_size=64, seed=1, shuffle=shuffle,
-                                               shuffle_buffer=buffer, world_size=world), args.repeat)
+                                               shuffle_buffer=buffer, world_size=world),
+                             args.repeat)
         label = "full" if buffer >= n else f"{buffer:,}"
         print(f"| {shuffle} | {label} | {world} | {med * 1e3:.1f} | {best * 1e3:.1f} | "
               f"{100 * med / epoch_floor:.1f}% |")
@@ -87,7 +92,8 @@ def main():
     print("|---|---:|---:|---:|")
     base = resize_rows[0][1]
     for resize, med, best in resize_rows:
-        print(f"| {resize or 'none (exact /255)'} | {med * 1e6:.0f} | {best * 1e6:.0f} | {med / base:.1f} |")
+        print(f"| {resize or 'none (exact /255)'} | {med * 1e6:.0f} | {best * 1e6:.0f} "
+              f"| {med / base:.1f} |")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Epoch time streaming from loopback S3 (moto server) and HTTP, cold and warm cache, vs local.
 
-    .venv/bin/python benchmarks/bench_remote.py [--train 60000] [--workers 0,2] [--epochs 3] [--write]
+    .venv/bin/python benchmarks/bench_remote.py [--train 60000] [--workers 0,2] [--epochs 3] \
+        [--write]
 
 Makes the 60k stand-in Fashion-MNIST (synthetic, same format), converts it (npy, 10,000 per
 shard), puts it behind a moto S3 server and an aiohttp file server on 127.0.0.1, and times full
@@ -90,7 +91,7 @@ def epoch_time(location, workers, **kw) -> float:
 
 def run(args):
     import shardstream as ss
-    from shardstream.shards import storage
+    from shardstream import storage
 
     work = pathlib.Path(tempfile.mkdtemp(prefix="bench_remote_"))
     raw, shards = work / "raw", work / "shards"
@@ -166,7 +167,8 @@ def run(args):
         f"Cold = empty cache (fetch + sha256 check of every shard); warm = cache filled (best "
         f"of {args.epochs}, interleaved with the {args.epochs} local epochs); local = best of "
         f"{args.epochs}. \"endpoint only\" = the time to download every shard once, one after "
-        f"another, without the loader; \"disk only\" = writing every shard once into a folder on the "
+        f"another, without the loader; \"disk only\" = writing every shard once into a folder "
+        f"on the "
         f"cache's disk (temp file, fsync, rename). A cold epoch downloads, checks and writes "
         f"every shard, so these two rows are its floor. Both servers run in the "
         f"benchmark's own process, competing with it for the 2 cores.",

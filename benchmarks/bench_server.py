@@ -61,7 +61,8 @@ def start_server(root, token):
     """``shardstream serve`` in a subprocess; returns (process, base URL)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "shardstream.cli", "serve", str(root), "--port", "0", "--quiet"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "SHARDSTREAM_TOKEN": token},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "SHARDSTREAM_TOKEN": token},
         cwd=ROOT)
     line = proc.stdout.readline().decode()
     m = re.search(r"at (http://[^ ]+?)/?\s*$", line)
@@ -90,12 +91,13 @@ async def load(url, token, shards, clients, requests, seed):
     import aiohttp
 
     maps = {}
-    for _, path, size, _ in shards:
+    for _, path, _size, _ in shards:
         with open(path, "rb") as f:
             maps[path] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     rows, errors = [], []
     auth = {"Authorization": f"Bearer {token}"}
-    per_client = [requests // clients + (1 if k < requests % clients else 0) for k in range(clients)]
+    per_client = [requests // clients + (1 if k < requests % clients else 0)
+                  for k in range(clients)]
 
     async def client(session, k):
         rng = random.Random(seed * 1000 + k)
@@ -188,10 +190,12 @@ def measure(args, root):
         SECTION,
         "",
         f"`.venv/bin/python benchmarks/bench_server.py {command} --clients "
-        f"{args.clients} --requests {args.requests} --write` — {datetime.date.today().isoformat()}, "
+        f"{args.clients} --requests {args.requests} --write` — "
+        f"{datetime.date.today().isoformat()}, "
         f"{machine()} (shared with other jobs; server and clients on the same machine, loopback). "
         f"`shardstream serve` (own process, bearer token, access log off) serving {what}: "
-        f"{len(shards)} shards, {shard_mb:.1f} MB on average. {args.clients} concurrent aiohttp clients in "
+        f"{len(shards)} shards, {shard_mb:.1f} MB on average. {args.clients} concurrent "
+        f"aiohttp clients in "
         f"one process send {args.requests} requests: one in four a whole shard (sha256 checked "
         f"against the manifest), the rest a random range of 64 KiB - 1 MiB (compared with the "
         f"file). Latency = request sent to last byte read. The clients' sha256 and byte "

@@ -5,6 +5,8 @@ stream identical minibatches into PyTorch and tf.data.
 on first use of :func:`torch_loader` / :func:`tf_dataset`.
 """
 
+import importlib
+
 __version__ = "0.1.0"
 
 # name -> (module, attribute); resolved lazily so that importing the package stays cheap and
@@ -20,12 +22,12 @@ _LAZY = {
     "convert": ("shardstream.converters.convert", "convert"),
     "synthesize": ("shardstream.converters.synth", "synthesize"),
     "verify": ("shardstream.shards.verify", "verify"),
-    "upload": ("shardstream.shards.upload", "upload"),
-    "DataModule": ("shardstream.loaders.book", "DataModule"),
-    "FashionMNIST": ("shardstream.loaders.book", "FashionMNIST"),
-    "MNIST": ("shardstream.loaders.book", "MNIST"),
-    "KMNIST": ("shardstream.loaders.book", "KMNIST"),
-    "show_images": ("shardstream.loaders.show", "show_images"),
+    "upload": ("shardstream.storage.upload", "upload"),
+    "DataModule": ("shardstream.book.datamodule", "DataModule"),
+    "FashionMNIST": ("shardstream.book.datamodule", "FashionMNIST"),
+    "MNIST": ("shardstream.book.datamodule", "MNIST"),
+    "KMNIST": ("shardstream.book.datamodule", "KMNIST"),
+    "show_images": ("shardstream.book.show", "show_images"),
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
@@ -36,8 +38,6 @@ def __getattr__(name):
         module, attr = _LAZY[name]
     except KeyError:
         raise AttributeError(f"module 'shardstream' has no attribute {name!r}") from None
-    import importlib
-
     value = getattr(importlib.import_module(module), attr)
     globals()[name] = value
     return value

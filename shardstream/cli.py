@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from . import __version__
+from . import __version__, config
 from .errors import ShardstreamError
 
 
@@ -69,26 +69,26 @@ def cmd_datasets(args):
 
 
 def cmd_info(args):
-    from .shards.verify import print_info
+    from .tools.info import print_info
 
     print_info(args.location, as_json=args.json)
 
 
 def cmd_verify(args):
-    from .shards.verify import verify_command
+    from .tools.info import verify_command
 
     return verify_command(args.location, quiet=args.quiet)
 
 
 def cmd_upload(args):
-    from .shards.upload import upload
+    from .storage.upload import upload
 
     report = upload(args.src, args.dest, progress=not args.quiet, jobs=args.jobs)
     print(report.summary())
 
 
 def cmd_serve(args):
-    from .shards.server import serve
+    from .server.run import serve
 
     return serve(args.root, host=args.host, port=args.port, token=args.token, quiet=args.quiet)
 
@@ -98,14 +98,14 @@ def cmd_serve(args):
 
 
 def cmd_show(args):
-    from .loaders.show import show_command
+    from .book.show import show_command
 
     show_command(args.location, out=args.output, rows=args.rows, cols=args.cols,
                  random=args.random, seed=args.seed, resize=args.resize, scale=args.scale)
 
 
 def cmd_bench(args):
-    from .loaders.bench import bench_command
+    from .tools.bench import bench_command
 
     bench_command(args.location, frameworks=args.framework, batch_sizes=args.batch_size,
                   workers=args.workers, epochs=args.epochs, resize=args.resize,
@@ -113,7 +113,7 @@ def cmd_bench(args):
 
 
 def cmd_demo(args):
-    from .loaders.demo import demo
+    from .tools.demo import demo
 
     demo(out=args.out, quick=args.quick)
 
@@ -157,10 +157,12 @@ def build_parser():
                         "then download)")
     s.add_argument("--format", type=_csv(str), default=["tar", "parquet"],
                    help="comma-separated shard formats: tar, parquet (default both)")
-    s.add_argument("--shard-size", type=int, default=10000, help="samples per shard (default 10000)")
+    s.add_argument("--shard-size", type=int, default=10000,
+                   help="samples per shard (default 10000)")
     s.add_argument("--encoding", choices=["npy", "png"], default="npy",
                    help="image encoding: npy (raw uint8, fastest) or png (default npy)")
-    s.add_argument("--name", default=None, help="dataset name in the output (imagefolder; default the folder name)")
+    s.add_argument("--name", default=None,
+                   help="dataset name in the output (imagefolder; default the folder name)")
     s.add_argument("--overwrite", action="store_true",
                    help="replace a different dataset already at the output")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -175,14 +177,17 @@ def build_parser():
     s.add_argument("--json", action="store_true", help="print the manifest summary as JSON")
     s.set_defaults(func=cmd_info)
 
-    s = sub.add_parser("verify", help="check every shard's sha256 and sample count against the manifest",
-                       description="Exit status 0 when every shard matches its manifest, 1 otherwise "
+    s = sub.add_parser("verify",
+                       help="check every shard's sha256 and sample count against the manifest",
+                       description="Exit status 0 when every shard matches its manifest, 1 "
+                                   "otherwise "
                                    "(the failing shards are named).")
     s.add_argument("location", help="a split's location, or a folder of datasets")
     s.add_argument("-q", "--quiet", action="store_true", help="print problems only")
     s.set_defaults(func=cmd_verify)
 
-    s = sub.add_parser("upload", help="copy a conversion to another location, verified and restartable")
+    s = sub.add_parser("upload",
+                       help="copy a conversion to another location, verified and restartable")
     s.add_argument("src", help="local folder of converted data (a split, a dataset or a root)")
     s.add_argument("dest", help="destination location, e.g. s3://bucket/datasets")
     s.add_argument("--jobs", type=int, default=4, help="parallel uploads (default 4)")
@@ -199,7 +204,7 @@ def build_parser():
                    help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0: every "
                         "interface, use a token then)")
     s.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
-    s.add_argument("--token", default=os.environ.get("SHARDSTREAM_TOKEN"),
+    s.add_argument("--token", default=config.token(),
                    help="require 'Authorization: Bearer TOKEN' (default $SHARDSTREAM_TOKEN)")
     s.add_argument("-q", "--quiet", action="store_true", help="no access log")
     s.set_defaults(func=cmd_serve)
@@ -215,7 +220,8 @@ def build_parser():
     s.add_argument("--scale", type=float, default=1.5, help="size of each image (default 1.5)")
     s.set_defaults(func=cmd_show)
 
-    s = sub.add_parser("bench", help="time epochs through the torch and tf loaders (D2L 4.2's experiment)")
+    s = sub.add_parser("bench",
+                       help="time epochs through the torch and tf loaders (D2L 4.2's experiment)")
     s.add_argument("location", help="a split's location")
     s.add_argument("--framework", type=_csv(str), default=["torch", "tf"], help="torch,tf")
     s.add_argument("--batch-size", type=_csv(int), default=[64], help="e.g. 1,64,256")
@@ -229,8 +235,10 @@ def build_parser():
     s.add_argument("--json", action="store_true", help="print JSON rows")
     s.set_defaults(func=cmd_bench)
 
-    s = sub.add_parser("demo", help="offline end-to-end demo: synth, convert, stream, compare, time, draw")
-    s.add_argument("--out", default="shardstream-demo", help="working folder (default ./shardstream-demo)")
+    s = sub.add_parser("demo",
+                       help="offline end-to-end demo: synth, convert, stream, compare, time, draw")
+    s.add_argument("--out", default="shardstream-demo",
+                   help="working folder (default ./shardstream-demo)")
     s.add_argument("--quick", action="store_true", help="a small dataset (for tests)")
     s.set_defaults(func=cmd_demo)
     return p

@@ -226,7 +226,8 @@ class FaultProxy:
 
     def set_fault(self, kind, times=None, match="", status=503, delay=0.05):
         """Arm a fault (see the class doc); ``set_fault(None)`` disarms."""
-        self.kind, self.times, self.match, self.status, self.delay = kind, times, match, status, delay
+        self.kind, self.times, self.match = kind, times, match
+        self.status, self.delay = status, delay
 
     def close(self):
         async def stop():
@@ -321,9 +322,9 @@ def fault_proxy():
 def shard_server():
     """Factory: ``shard_server(root, token=None, quiet=True)`` -> base URL
     (``http://127.0.0.1:PORT``, no trailing slash) of a running ``shardstream serve`` server
-    (:mod:`shardstream.shards.server`) for ``root``, on 127.0.0.1 and a free port, in its own
+    (:mod:`shardstream.server`) for ``root``, on 127.0.0.1 and a free port, in its own
     event loop thread.  Every server started is stopped after the test."""
-    from shardstream.shards.server import make_app, start_app
+    from shardstream.server import make_app, start_app
 
     running = []
 
@@ -361,7 +362,7 @@ def write_test_split(folder, *, n=50, shard_size=16, shape=(6, 5, 1), encoding="
 
     import numpy as np
 
-    from shardstream.shards.formats import shard_name, write_shard
+    from shardstream.shards import shard_name, write_shard
     from shardstream.shards.manifest import Manifest, ShardInfo
 
     folder = pathlib.Path(folder)
@@ -385,7 +386,8 @@ def write_test_split(folder, *, n=50, shard_size=16, shape=(6, 5, 1), encoding="
     manifest = Manifest(dataset=dataset, split=split, num_samples=n, image_shape=tuple(shape),
                         encoding=encoding, classes=tuple(classes),
                         label_counts=tuple(np.bincount(labels, minlength=len(classes)).tolist()),
-                        shards=shards, source={"synthetic": True, "generator": "tests", "seed": seed})
+                        shards=shards,
+                        source={"synthetic": True, "generator": "tests", "seed": seed})
     (folder / "manifest.json").write_text(manifest.to_json())
     return manifest, images, labels
 

@@ -6,7 +6,7 @@ Budget: ~15 s (small stand-in: 1,000 train / 250 test images in 128-sample shard
 import numpy as np
 import pytest
 
-from shardstream import FashionMNIST, KMNIST
+from shardstream import KMNIST, FashionMNIST
 from shardstream.errors import InputError, ShardstreamError
 from shardstream.loaders.resize import to_float
 
@@ -50,6 +50,7 @@ def test_members_like_the_chapter(data, raw):
 
 def test_dataloaders_are_the_streaming_loaders(data, fmnist_shards, raw):
     import torch
+
     from shardstream import torch_loader
 
     train = data.train_dataloader()
@@ -76,7 +77,8 @@ def test_text_labels_and_visualize(data):
     names = list(data.classes)
     assert len(names) == 10
     assert data.text_labels([0, 9]) == [names[0], names[9]]
-    assert data.text_labels(torch.tensor([1, 2])) == data.text_labels(np.array([1, 2])) == names[1:3]
+    assert (data.text_labels(torch.tensor([1, 2])) == data.text_labels(np.array([1, 2]))
+            == names[1:3])
     assert data.text_labels(3) == [names[3]]
     with pytest.raises(InputError, match="class index 10"):
         data.text_labels([10])

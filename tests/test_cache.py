@@ -14,10 +14,11 @@ from types import SimpleNamespace
 
 import pytest
 
+from shardstream import storage
 from shardstream.errors import InputError, NotFoundError, ShardError, StorageError
-from shardstream.shards import cache as cache_mod
-from shardstream.shards import storage
-from shardstream.shards.cache import ShardFetcher, parse_size
+from shardstream.storage import cache as cache_mod
+from shardstream.storage.cache import ShardFetcher
+from shardstream.units import parse_size
 
 SHARD_BYTES = 50_000
 NUM_SHARDS = 6
@@ -208,7 +209,7 @@ def test_read_only_cache_dir_is_a_clear_error(remote_split, tmp_path, monkeypatc
     def denied(*args, **kwargs):      # simulated: tests may run as root
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(storage.tempfile, "mkstemp", denied)
+    monkeypatch.setattr(storage.local.tempfile, "mkstemp", denied)
     with pytest.raises(StorageError, match=r"train-000000\.tar.*permission denied.*cache_dir"):
         f.local_file(0)
     assert _cached_files(tmp_path / "c") == []

@@ -13,12 +13,12 @@ import shutil
 import numpy as np
 import pytest
 
+from shardstream import storage
 from shardstream.cli import main
 from shardstream.converters.convert import convert
 from shardstream.converters.idx import read_idx
 from shardstream.converters.synth import synthesize
 from shardstream.errors import InputError
-from shardstream.shards import storage
 from shardstream.shards.formats import read_shard
 from shardstream.shards.manifest import load_manifest
 
@@ -97,7 +97,7 @@ def test_stock_webdataset_reads_tar_shards(fmnist_raw, fmnist_shards, fmnist_png
     for root, ext in ((fmnist_shards, "npy"), (fmnist_png_shards, "png")):
         urls = sorted(glob.glob(str(root / "fashion-mnist" / "train" / "*.tar")))
         samples = list(wds.WebDataset(urls, shardshuffle=False, empty_check=False))
-        assert [s["__key__"] for s in samples] == ["%09d" % i for i in range(1000)]
+        assert [s["__key__"] for s in samples] == [f"{i:09d}" for i in range(1000)]
         for i, s in enumerate(samples):
             assert set(k for k in s if not k.startswith("__")) == {ext, "cls"}
             assert int(s["cls"]) == labels[i]
@@ -123,7 +123,7 @@ def test_pyarrow_reads_parquet_shards(fmnist_raw, fmnist_shards, fmnist_png_shar
         table = pq.ParquetDataset(files).read()
         assert table.num_rows == 250
         assert table.column("label").to_pylist() == labels.tolist()
-        assert table.column("key").to_pylist() == ["%09d" % i for i in range(250)]
+        assert table.column("key").to_pylist() == [f"{i:09d}" for i in range(250)]
         col = table.column("image").to_pylist()
         if root == fmnist_shards:
             got = np.stack([np.frombuffer(b, np.uint8).reshape(28, 28) for b in col])

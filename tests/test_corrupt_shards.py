@@ -12,9 +12,9 @@ import tarfile
 import numpy as np
 import pytest
 
+from shardstream import shards
 from shardstream.cli import main
 from shardstream.errors import ManifestError, ShardError
-from shardstream.shards import formats
 from shardstream.shards.manifest import load_manifest
 from shardstream.shards.tarshard import read_tar
 from shardstream.shards.verify import verify
@@ -42,7 +42,7 @@ def end_of_members(raw):
 
 
 def read(fmt, data, manifest, index=0):
-    return formats.read_shard(fmt, data, manifest, index)
+    return shards.read_shard(fmt, data, manifest, index)
 
 
 @pytest.fixture
@@ -114,7 +114,7 @@ def test_tar_wrong_sample_count(tar_split):
         read("tar", short, manifest)
     # more samples: a 9-sample shard where the manifest expects 8
     buf = io.BytesIO()
-    formats.write_shard("tar", buf, 0, images[:9], labels[:9], "npy", manifest.classes)
+    shards.write_shard("tar", buf, 0, images[:9], labels[:9], "npy", manifest.classes)
     with pytest.raises(ShardError, match=r"extra member 000000008.cls after 000000007.npy: the "
                                          r"shard holds more than the manifest's 8 samples"):
         read("tar", buf.getvalue(), manifest)
@@ -199,7 +199,7 @@ def test_labels_outside_the_classes(make_split):
         buf = io.BytesIO()
         bad = labels.copy()
         bad[3] = 7
-        formats.write_shard(fmt, buf, 0, images, bad, "npy", [str(i) for i in range(8)])
+        shards.write_shard(fmt, buf, 0, images, bad, "npy", [str(i) for i in range(8)])
         with pytest.raises(ShardError, match=rf"^train-000000.{fmt}: sample 000000003 has label "
                                              rf"7, outside the 3 classes"):
             read(fmt, buf.getvalue(), manifest)
@@ -348,7 +348,8 @@ def test_verify_names_failing_shards(make_split, capsys):
     open(pq0, "ab").write(b"junk")
     problems = verify(location)
     assert len(problems) == 3
-    assert problems[0].startswith("train-000000.parquet: ") and "bytes, the manifest says" in problems[0]
+    assert problems[0].startswith("train-000000.parquet: ")
+    assert "bytes, the manifest says" in problems[0]
     assert problems[1].startswith("train-000001.tar: sha256 ")
     assert problems[2].startswith("train-000002.parquet: missing")
     assert main(["verify", location]) == 1
@@ -383,7 +384,7 @@ def test_verify_formats_disagree_and_label_counts(make_split, tmp_path):
     other = images[8:16].copy()
     other[3] ^= 1
     buf = io.BytesIO()
-    formats.write_shard("parquet", buf, 8, other, labels[8:16], "npy", manifest.classes)
+    shards.write_shard("parquet", buf, 8, other, labels[8:16], "npy", manifest.classes)
     data = buf.getvalue()
     open(os.path.join(location, "train-000001.parquet"), "wb").write(data)
     pq = list(manifest.shards["parquet"])

@@ -28,14 +28,15 @@ def test_demo_quick(tmp_path, capsys):
         assert im.width == 8 * 150
         assert np.asarray(im.convert("L")).std() > 20
     # the timing table: our two loaders and the book's two pipelines, seconds per epoch
-    for name in ("shardstream torch_loader", "shardstream tf_dataset", "book torch", "book tf.data"):
+    for name in ("shardstream torch_loader", "shardstream tf_dataset", "book torch",
+                 "book tf.data"):
         line = next(line for line in text.splitlines() if name in line)
         assert float(line.split(" s ")[0].split()[-1]) > 0
     assert "extrapolated" in text
 
 
 def test_demo_result_and_rerun(tmp_path, capsys):
-    from shardstream.loaders.demo import demo
+    from shardstream.tools.demo import demo
 
     first = demo(out=str(tmp_path / "d"), quick=True)
     assert first["identical_batches"] == 24                       # ceil(1500 / 64)

@@ -8,21 +8,22 @@ import tarfile
 import numpy as np
 import pytest
 
+from shardstream import shards
 from shardstream.errors import InputError
-from shardstream.shards import formats
+from shardstream.shards.imagecodec import decode_pngs
 from shardstream.shards.manifest import load_manifest
 
 COMBOS = [(fmt, enc, c) for fmt in ("tar", "parquet") for enc in ("npy", "png") for c in (1, 3)]
 
 
 def test_names_and_keys():
-    assert formats.shard_name("train", 3, "tar") == "train-000003.tar"
-    assert formats.shard_name("test", 12, "parquet") == "test-000012.parquet"
-    assert formats.sample_key(0) == "000000000"
-    assert formats.sample_key(123456) == "000123456"
-    assert formats.key_digits(98, 3).tobytes() == b"000000098000000099000000100"
+    assert shards.shard_name("train", 3, "tar") == "train-000003.tar"
+    assert shards.shard_name("test", 12, "parquet") == "test-000012.parquet"
+    assert shards.sample_key(0) == "000000000"
+    assert shards.sample_key(123456) == "000123456"
+    assert shards.key_digits(98, 3).tobytes() == b"000000098000000099000000100"
     with pytest.raises(InputError, match="unknown shard format 'zip'"):
-        formats.shard_name("train", 0, "zip")
+        shards.shard_name("train", 0, "zip")
 
 
 @pytest.mark.parametrize("fmt,enc,c", COMBOS)
@@ -36,12 +37,12 @@ def test_round_trip_exact(make_split, fmt, enc, c):
     for s, info in enumerate(manifest.shards[fmt]):
         with open(os.path.join(location, info.name), "rb") as f:
             data = f.read()
-        x, y = formats.read_shard(fmt, data, manifest, s)
+        x, y = shards.read_shard(fmt, data, manifest, s)
         assert x.dtype == np.uint8 and x.shape == (info.num_samples, 6, 5, c)
         assert y.dtype == np.int64
         # the two-step form (read payloads, decode) gives the same
-        payloads, y2 = formats.read_payloads(fmt, memoryview(data), manifest, s)
-        assert np.array_equal(formats.decode_payloads(payloads, manifest, s), x)
+        payloads, y2 = shards.read_payloads(fmt, memoryview(data), manifest, s)
+        assert np.array_equal(shards.decode_payloads(payloads, manifest, s), x)
         assert np.array_equal(y2, y)
         got_x.append(x)
         got_y.append(y)
@@ -57,7 +58,7 @@ def test_deterministic_bytes(fmt, enc, c):
     outs = []
     for _ in range(2):
         buf = io.BytesIO()
-        formats.write_shard(fmt, buf, 20, images, labels, enc, ("a", "b", "c"))
+        shards.write_shard(fmt, buf, 20, images, labels, enc, ("a", "b", "c"))
         outs.append(buf.getvalue())
     assert outs[0] == outs[1]
 
@@ -69,7 +70,8 @@ def test_tar_layout_ustar_no_pax(make_split):
     raw = open(path, "rb").read()
     with tarfile.open(path) as tar:
         members = tar.getmembers()
-    assert [m.name for m in members] == [f"00000000{i}.{e}" for i in range(5) for e in ("cls", "npy")]
+    assert [m.name for m in members] == [f"00000000{i}.{e}" for i in range(5)
+                                         for e in ("cls", "npy")]
     for m in members:
         assert m.isreg() and m.mtime == 0 and m.mode == 0o444
         assert (m.uid, m.gid, m.uname, m.gname) == (0, 0, "shardstream", "shardstream")
@@ -93,7 +95,7 @@ def test_stock_webdataset_reads_tar(make_split, enc, c):
     decoder = {1: "l8", 3: "rgb8"}[c]
     ds = wds.WebDataset(urls, shardshuffle=False).decode(decoder).to_tuple("__key__", enc, "cls")
     got = list(ds)
-    assert [k for k, _, _ in got] == [formats.sample_key(i) for i in range(20)]
+    assert [k for k, _, _ in got] == [shards.sample_key(i) for i in range(20)]
     x = np.stack([np.asarray(im).reshape(6, 5, c) for _, im, _ in got])
     assert x.dtype == np.uint8 and np.array_equal(x, images)
     assert np.array_equal([y for _, _, y in got], labels)
@@ -112,7 +114,7 @@ def test_pyarrow_and_pandas_read_parquet(make_split, enc, c):
     files = [os.path.join(location, s.name) for s in manifest.shards["parquet"]]
     table = pq.read_table(files[1])
     assert table.column_names == ["key", "image", "label"]
-    assert table.column("key").to_pylist() == [formats.sample_key(i) for i in range(8, 16)]
+    assert table.column("key").to_pylist() == [shards.sample_key(i) for i in range(8, 16)]
     assert table.column("label").to_pylist() == labels[8:16].tolist()
     meta = json.loads(table.schema.metadata[b"shardstream"])
     assert meta == {"image_shape": [6, 5, c], "encoding": enc, "first_id": 8}
@@ -164,7 +166,7 @@ def test_load_manifest_of_written_split(make_split):
 @pytest.mark.parametrize("fmt", ["tar", "parquet"])
 def test_write_shard_bad_input(fmt, images, labels, enc, message):
     with pytest.raises(InputError, match=message):
-        formats.write_shard(fmt, io.BytesIO(), 0, images, np.asarray(labels), enc, ("a", "b", "c"))
+        shards.write_shard(fmt, io.BytesIO(), 0, images, np.asarray(labels), enc, ("a", "b", "c"))
 
 
 @pytest.mark.parametrize("enc,c,num_classes", [("npy", 1, 3), ("npy", 3, 120), ("png", 1, 3),
@@ -179,7 +181,7 @@ def test_tar_fast_path_matches_member_reader(enc, c, num_classes):
     labels = rng.integers(0, num_classes, 30)
     labels[:2] = [0, num_classes - 1]
     buf = io.BytesIO()
-    formats.write_shard("tar", buf, 123_456_700, images, labels, enc, [str(i) for i in
+    shards.write_shard("tar", buf, 123_456_700, images, labels, enc, [str(i) for i in
                                                                        range(num_classes)])
     view = memoryview(buf.getvalue())
     if enc == "npy":
@@ -193,7 +195,7 @@ def test_tar_fast_path_matches_member_reader(enc, c, num_classes):
         assert np.array_equal(fast[0], images) and np.array_equal(slow[0], images)
     else:
         assert [bytes(p) for p in fast[0]] == [bytes(p) for p in slow[0]]
-        assert np.array_equal(formats.decode_pngs(fast[0], (7, 4, c), "t.tar", 0), images)
+        assert np.array_equal(decode_pngs(fast[0], (7, 4, c), "t.tar", 0), images)
 
 
 def test_tar_keys_crossing_a_billion():
@@ -202,7 +204,7 @@ def test_tar_keys_crossing_a_billion():
 
     images = np.arange(4 * 6, dtype=np.uint8).reshape(4, 2, 3, 1)
     buf = io.BytesIO()
-    formats.write_shard("tar", buf, 10**9 - 2, images, [0, 1, 0, 1], "npy", ("a", "b"))
+    shards.write_shard("tar", buf, 10**9 - 2, images, [0, 1, 0, 1], "npy", ("a", "b"))
     with tarfile.open(fileobj=io.BytesIO(buf.getvalue())) as tar:
         assert tar.getnames()[-2:] == ["1000000001.cls", "1000000001.npy"]
     x, y = read_tar(buf.getvalue(), "t.tar", 10**9 - 2, 4, (2, 3, 1), "npy")

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shardstream import shards
 from shardstream.errors import ManifestError, ShardError
-from shardstream.shards import formats
+from shardstream.shards.imagecodec import decode_pngs
 from shardstream.shards.manifest import Manifest, ShardInfo
 from shardstream.shards.parquetshard import read_parquet
 from shardstream.shards.tarshard import read_tar
@@ -27,7 +28,7 @@ def _shard(fmt, encoding, first_id=5):
     images = rng.integers(0, 256, (N,) + SHAPE, dtype=np.uint8)
     labels = np.array([0, 1, 10, 2])
     buf = io.BytesIO()
-    formats.write_shard(fmt, buf, first_id, images, labels, encoding, [str(i) for i in range(11)])
+    shards.write_shard(fmt, buf, first_id, images, labels, encoding, [str(i) for i in range(11)])
     return buf.getvalue()
 
 
@@ -88,7 +89,7 @@ def test_tar_reader_mutated_shard(encoding, data):
     _check_result(payloads, labels, encoding)
     if encoding == "png":  # PNG decoding of mutated bytes: a valid image or ShardError
         try:
-            images = formats.decode_pngs(payloads, SHAPE, "f.tar", 5)
+            images = decode_pngs(payloads, SHAPE, "f.tar", 5)
         except ShardError:
             return
         assert images.shape == (N,) + SHAPE

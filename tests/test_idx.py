@@ -7,8 +7,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shardstream.converters.idx import (MAGIC_IMAGES, MAGIC_LABELS, idx_bytes, parse_idx,
-                                        read_idx, write_idx)
+from shardstream.converters.idx import (
+    MAGIC_IMAGES,
+    MAGIC_LABELS,
+    idx_bytes,
+    parse_idx,
+    read_idx,
+    write_idx,
+)
 from shardstream.errors import InputError
 
 
@@ -17,7 +23,7 @@ def test_round_trip_gz_and_plain(tmp_path):
     images = rng.integers(0, 256, (7, 28, 28), dtype=np.uint8)
     labels = rng.integers(0, 10, 7).astype(np.uint8)
     write_idx(tmp_path / "img.gz", images)
-    write_idx(tmp_path / "lbl", labels, gzip=False)
+    write_idx(tmp_path / "lbl", labels, compress=False)
     got_i, got_l = read_idx(tmp_path / "img.gz"), read_idx(tmp_path / "lbl")
     assert got_i.dtype == np.uint8 and got_i.shape == (7, 28, 28)
     assert np.array_equal(got_i, images) and np.array_equal(got_l, labels)

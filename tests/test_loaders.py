@@ -27,7 +27,7 @@ def split(loader_splits):
 def torch_ids(loader, id_of):
     """The sample ids of every batch the torch loader yields (no resize: X * 255 is exact)."""
     out = []
-    for X, y in loader:
+    for X, _y in loader:
         u8 = np.rint(X.numpy().transpose(0, 2, 3, 1) * 255).astype(np.uint8)
         out.append(np.array([id_of[im.tobytes()] for im in u8]))
     return out
@@ -35,7 +35,7 @@ def torch_ids(loader, id_of):
 
 def tf_ids(ds, id_of):
     out = []
-    for X, y in ds:
+    for X, _y in ds:
         u8 = np.rint(X.numpy() * 255).astype(np.uint8)
         out.append(np.array([id_of[im.tobytes()] for im in u8]))
     return out

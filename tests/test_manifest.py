@@ -197,7 +197,8 @@ def test_info_table_and_json(make_split, capsys):
     assert "parquet shards  4 x up to 8 samples" in out
     counts = np.bincount(labels, minlength=3)
     for i, name in enumerate(("zero", "one", "two")):
-        assert any(line.split()[:3] == [str(i), name, f"{counts[i]:,}"] for line in out.splitlines())
+        assert any(line.split()[:3] == [str(i), name, f"{counts[i]:,}"]
+                   for line in out.splitlines())
     assert main(["info", location, "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["num_samples"] == 30 and d["synthetic"] is True

@@ -13,9 +13,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shardstream.errors import InputError
-from shardstream.loaders.plan import (Plan, first_use, last_use, needed_shards, plan_epoch,
-                                      shard_of, shuffle_stream)
-
+from shardstream.loaders.plan import (
+    Plan,
+    first_use,
+    last_use,
+    needed_shards,
+    plan_epoch,
+    shard_of,
+    shuffle_stream,
+)
 
 # ---------------------------------------------------------------------------------------------
 # The reference: DESIGN.md's steps 1-7 written as plainly as possible, with the Python loop.

@@ -6,14 +6,13 @@ import pathlib
 
 import numpy as np
 import pytest
+from conftest import SMALL_SHARD
 
 import shardstream as ss
+from shardstream import storage
 from shardstream.cli import main
 from shardstream.errors import ShardError
-from shardstream.shards import storage
 from shardstream.shards.verify import verify
-
-from conftest import SMALL_SHARD
 
 BATCH = 64
 SEED = 7

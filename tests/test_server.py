@@ -21,8 +21,10 @@ import aiohttp
 import numpy as np
 import pytest
 
+from shardstream.server import make_app
+from shardstream.server.paths import split_request_path
+from shardstream.server.ranges import normalize_range
 from shardstream.shards.manifest import Manifest, ShardInfo
-from shardstream.shards.server import make_app, normalize_range, split_request_path
 
 TOKEN = "tok-9f8e7d6c5b4a"
 
@@ -310,7 +312,7 @@ def test_folder_listing(site, shard_server):
 
 
 def test_storage_listdir_and_size_through_the_server(site, shard_server):
-    from shardstream.shards import storage
+    from shardstream import storage
 
     root, files, _ = site
     url = shard_server(root)
@@ -318,7 +320,8 @@ def test_storage_listdir_and_size_through_the_server(site, shard_server):
     assert {"train-000000.tar", "manifest.json"} <= set(names)
     assert not any(n.startswith(".") or n.endswith(".tmp") or n == "link-out.tar" for n in names)
     assert storage.size(url + "/fashion-mnist/train/train-000002.tar") == 1234
-    assert storage.read_bytes(url + "/fashion-mnist/train/train-000001.tar") == files["train-000001.tar"]
+    got = storage.read_bytes(url + "/fashion-mnist/train/train-000001.tar")
+    assert got == files["train-000001.tar"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -419,7 +422,7 @@ def test_make_app_refuses_bad_arguments(tmp_path):
         make_app(tmp_path / "missing")
     with pytest.raises(InputError, match="token"):
         make_app(tmp_path, token="has space")
-    from shardstream.shards.server import start_app
+    from shardstream.server import start_app
 
     with pytest.raises(InputError, match="70000 is not a port number"):
         asyncio.run(start_app(make_app(tmp_path), "127.0.0.1", 70000))

@@ -16,9 +16,10 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from shardstream.shards.server import _Reject, normalize_range, resolve, split_request_path
 from test_server import TOKEN, raw, write_split
+
+from shardstream.server.paths import Reject, resolve, split_request_path
+from shardstream.server.ranges import normalize_range
 
 FUZZ = settings(max_examples=250, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -58,7 +59,8 @@ range_values = st.one_of(
     st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=60),
 )
 _text_value = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF), max_size=80)
-etag_values = st.one_of(st.sampled_from(["*", '"x"', 'W/"x"', '"', '""', "W/", ',,,', '"a", W/"b"']),
+etag_values = st.one_of(st.sampled_from(["*", '"x"', 'W/"x"', '"', '""', "W/", ',,,',
+                                         '"a", W/"b"']),
                         _text_value)
 headers = st.dictionaries(
     st.sampled_from(["Range", "If-Range", "If-None-Match", "If-Match", "If-Modified-Since",
@@ -187,7 +189,7 @@ def test_fuzz_path_resolution_never_leaves_the_root(tmp_path):
         try:
             segments, _ = split_request_path("/" + "/".join(pieces))
             real, _ = resolve(real_root, segments)
-        except _Reject as rej:
+        except Reject as rej:
             assert rej.status in (400, 404)
             return
         assert real == real_root or real.startswith(real_root + os.sep)

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from shardstream import cli
-from shardstream.loaders.show import show_images
+from shardstream.book.show import show_images
 
 
 def _png(path):
@@ -58,7 +58,7 @@ def test_show_random_batch_is_seeded(train_split, tmp_path):
 
 
 def test_show_random_is_the_loaders_first_batch(train_split):
-    from shardstream.loaders.show import first_batch
+    from shardstream.book.show import first_batch
     from shardstream.loaders.torch_loader import torch_loader
 
     images, labels, _ = first_batch(train_split, 16, random=True, seed=3, resize=(20, 20))

@@ -1,4 +1,4 @@
-"""The one storage layer (shards/storage.py): one location syntax for local paths, file://,
+"""The one storage layer (shardstream/storage/): one location syntax for local paths, file://,
 http(s):// and s3://, atomic local writes, clear errors, bounded retries."""
 
 import errno
@@ -6,8 +6,8 @@ import os
 
 import pytest
 
+from shardstream import storage
 from shardstream.errors import InputError, NotFoundError, StorageError
-from shardstream.shards import storage
 
 FAST = {"retry_wait": 0.01}
 
@@ -84,7 +84,7 @@ def test_local_write_permission_denied_is_clear(tmp_path, monkeypatch):
     def denied(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(storage.tempfile, "mkstemp", denied)
+    monkeypatch.setattr(storage.local.tempfile, "mkstemp", denied)
     with pytest.raises(StorageError, match="x.bin: permission denied"):
         storage.write_bytes(str(tmp_path / "x.bin"), b"1")
     assert os.listdir(tmp_path) == []

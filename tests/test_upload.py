@@ -7,10 +7,12 @@ import shutil
 
 import pytest
 
+from shardstream import storage
 from shardstream.cli import main
 from shardstream.errors import InputError, ShardError
-from shardstream.shards import storage, upload as upload_mod
-from shardstream.shards.upload import find_splits, upload
+from shardstream.shards import find_splits
+from shardstream.storage import upload as upload_mod
+from shardstream.storage.upload import upload
 
 
 def _files(root):
@@ -67,10 +69,10 @@ def test_interrupted_upload_has_no_manifest_and_resumes(fmnist_shards, expected_
         written.append(location)
         real_write(location, data, storage_options)
 
-    monkeypatch.setattr(upload_mod.storage, "write_bytes", failing_write)
+    monkeypatch.setattr(upload_mod, "write_bytes", failing_write)
     with pytest.raises(OSError, match="simulated crash"):
         upload(str(split), str(dest), progress=False, jobs=1)
-    monkeypatch.setattr(upload_mod.storage, "write_bytes", real_write)
+    monkeypatch.setattr(upload_mod, "write_bytes", real_write)
     target = dest / "fashion-mnist" / "train"
     assert not (target / "manifest.json").exists()          # never looks finished
     assert len(list(target.iterdir())) == 5
@@ -84,7 +86,7 @@ def test_interrupted_upload_has_no_manifest_and_resumes(fmnist_shards, expected_
         order.append(os.path.basename(location))
         real_write(location, data, storage_options)
 
-    monkeypatch.setattr(upload_mod.storage, "write_bytes", recording_write)
+    monkeypatch.setattr(upload_mod, "write_bytes", recording_write)
     report = upload(str(split), str(dest), progress=False, jobs=2)
     n_train = sum(1 for n in expected_files if n.startswith("fashion-mnist/train/")) - 1
     assert (report.uploaded, report.skipped) == (n_train - 4, 4)

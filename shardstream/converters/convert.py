@@ -1,237 +1,29 @@
-"""Raw dataset in, shards out: ``<out>/<dataset>/<split>/`` with tar and/or Parquet shards and
-``manifest.json`` (layout and guarantees: ``docs/design.md``, "On-disk layout").
-
-- Every file is built in memory and written through :func:`shardstream.shards.storage.write_bytes`
-  (atomic locally: temp file + rename; one PUT on s3), so ``out`` may be any writable location.
-- The manifest is written last: a folder without one is never taken for a finished conversion.
-- Deterministic: the same input and arguments give byte-identical shards and manifest, so
-  re-running an interrupted conversion finishes with the same bytes.
-- Converting into a folder that holds a *different* conversion (another source, encoding, shard
-  size or format list) refuses unless ``overwrite``; the same conversion again is fine.  Shard
-  files the new manifest does not list (a previous conversion's extra shards) are removed after
-  the new manifest is written, and so are temp files an interrupted run left behind.
+"""Raw dataset in, shards out: ``shardstream convert`` for the IDX datasets (Fashion-MNIST,
+MNIST, KMNIST) and, through :mod:`.imagefolder`, for folders of images.  Writing a split (and
+the rules for the target folder) is :mod:`.writer`'s.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import os
-import re
-import sys
 import time
 
 import numpy as np
 
-from ..errors import InputError, ManifestError
-from ..shards import storage
-from ..shards.formats import ENCODINGS, FORMATS, encode_png, sample_key, shard_name, write_shard
-from ..shards.manifest import MANIFEST_NAME, Manifest, ShardInfo
+from .. import storage
+from ..errors import InputError
+from ..shards.names import FORMATS
 from .datasets import SPLITS, get_spec
-
-
-def _check_args(formats, shard_size, encoding):
-    formats = tuple(formats)
-    if not formats:
-        raise InputError("--format: give at least one shard format (tar, parquet)")
-    for fmt in formats:
-        if fmt not in FORMATS:
-            raise InputError(f"--format: unknown shard format {fmt!r}; use tar, parquet or "
-                             f"tar,parquet")
-    if len(set(formats)) != len(formats):
-        raise InputError(f"--format: {','.join(formats)} names a format twice")
-    if encoding not in ENCODINGS:
-        raise InputError(f"--encoding: unknown image encoding {encoding!r}; use npy or png")
-    if not isinstance(shard_size, (int, np.integer)) or shard_size < 1:
-        raise InputError(f"--shard-size must be a positive number of samples, got {shard_size}")
-    # canonical order, so that "parquet,tar" and "tar,parquet" are the same conversion
-    return tuple(f for f in FORMATS if f in formats)
+from .fetch import find_raw
+from .idx import MAGIC_IMAGES, MAGIC_LABELS, parse_idx, read_file
+from .imagefolder import convert_imagefolder
+from .synth import read_marker
+from .writer import check_args, check_target, summary, target_header, write_split
 
 
 def _sha256(data) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _file_info(path) -> dict:
-    """{name, bytes, sha256} of a local raw file."""
-    with open(path, "rb") as f:
-        data = f.read()
-    return {"name": os.path.basename(path), "bytes": len(data), "sha256": _sha256(data)}
-
-
-# ---------------------------------------------------------------------------------------------
-# the target folder
-
-
-def _leftover_names(split: str):
-    """Regex of the files a conversion of ``split`` writes (shards, manifest) and of the temp
-    files :func:`storage.atomic_write_local` makes for them."""
-    final = rf"{re.escape(split)}-\d{{6}}\.(?:tar|parquet)|{re.escape(MANIFEST_NAME)}"
-    return re.compile(rf"(?:{final})\Z"), re.compile(rf"\.(?:{final})\..*\.tmp\Z")
-
-
-def _differences(old: Manifest, new: dict) -> list[str]:
-    """What differs between the manifest ``old`` already there and the conversion about to be
-    written (``new``: the manifest fields known before any shard is encoded)."""
-    diffs = []
-    for key in ("dataset", "split", "num_samples", "image_shape", "encoding", "classes",
-                "label_counts"):
-        if getattr(old, key) != new[key]:
-            diffs.append(f"{key} {getattr(old, key)!r} vs {new[key]!r}")
-    if old.formats != new["formats"]:
-        diffs.append(f"formats {','.join(old.formats)} vs {','.join(new['formats'])}")
-    elif list(old.shard_sizes) != list(new["shard_sizes"]):
-        diffs.append(f"shard sizes ({len(old.shard_sizes)} shards) vs "
-                     f"({len(new['shard_sizes'])} shards)")
-    if old.source != new["source"]:
-        diffs.append("the source data (raw files / their checksums / synthetic flag)")
-    return diffs
-
-
-def check_target(split_loc: str, new: dict, overwrite: bool) -> None:
-    """Refuse (:class:`InputError` naming ``split_loc``) to write a conversion into a folder that
-    holds a different finished one, unless ``overwrite``."""
-    where = storage.join(split_loc, MANIFEST_NAME)
-    if overwrite or not storage.exists(where):
-        return
-    try:
-        old = Manifest.from_json(storage.read_bytes(where), storage.display(where))
-    except ManifestError:
-        raise InputError(f"{storage.display(split_loc)} holds an unreadable {MANIFEST_NAME}; "
-                         f"pass --overwrite to replace what is there, or choose another output "
-                         f"folder") from None
-    diffs = _differences(old, new)
-    if diffs:
-        raise InputError(f"{storage.display(split_loc)} already holds a different conversion "
-                         f"({'; '.join(diffs[:3])}); pass --overwrite to replace it, or choose "
-                         f"another output folder")
-
-
-def _clean(split_loc: str, split: str, keep) -> None:
-    """Remove leftover temp files of an interrupted run (local folders) and, unless ``keep`` is
-    None, the shard files of ``split`` that ``keep`` (a set of names) does not list."""
-    final, temp = _leftover_names(split)
-    local = storage.local_path(split_loc) is not None
-    if keep is None and not local:
-        return
-    try:
-        names = storage.listdir(split_loc)
-    except storage.NotFoundError:
-        return
-    for name in names:
-        stale = keep is not None and final.match(name) and name != MANIFEST_NAME \
-            and name not in keep
-        if stale or (local and temp.match(name)):
-            storage.remove(storage.join(split_loc, name))
-
-
-# ---------------------------------------------------------------------------------------------
-# writing one split
-
-
-def _encode_shard(fmt, first_id, images, labels, encoding, classes, pngs) -> bytes:
-    """The bytes of one shard; ``pngs``: the already encoded PNGs of ``images`` (png
-    encoding), shared between the formats so each image is encoded once."""
-    buf = io.BytesIO()
-    if encoding == "npy":
-        write_shard(fmt, buf, first_id, images, labels, encoding, classes)
-    elif fmt == "tar":
-        from ..shards.tarshard import write_tar
-
-        keys = [sample_key(first_id + i) for i in range(len(images))]
-        write_tar(buf, keys, labels.tolist(), pngs, "png")
-    else:
-        from ..shards.parquetshard import write_parquet
-
-        write_parquet(buf, first_id, pngs, labels, "png", images.shape[1:], tuple(classes))
-    return buf.getvalue()
-
-
-def target_header(dataset, split, images, labels, classes, source, *, formats, shard_size,
-                  encoding) -> dict:
-    """The manifest fields of a conversion known before any shard is written (what
-    :func:`check_target` compares): ``images`` uint8 (N, H, W[, C]), ``labels`` int (N,)."""
-    images, labels = np.asarray(images), np.asarray(labels)
-    n = len(labels)
-    shape = tuple(int(d) for d in images.shape[1:])
-    return {"dataset": dataset, "split": split, "num_samples": n,
-            "image_shape": shape + (1,) if len(shape) == 2 else shape, "encoding": encoding,
-            "classes": tuple(classes),
-            "label_counts": tuple(np.bincount(labels.astype(np.int64),
-                                              minlength=len(classes)).tolist()),
-            "formats": _check_args(formats, shard_size, encoding),
-            "shard_sizes": [min(s + shard_size, n) - s for s in range(0, n, shard_size)],
-            "source": dict(source)}
-
-
-def write_split(out_location: str, dataset: str, split: str, images: np.ndarray, labels,
-                classes, source: dict, *, formats=FORMATS, shard_size: int = 10000,
-                encoding: str = "npy", overwrite: bool = False, progress: bool = True) -> Manifest:
-    """Write one split: ``<out_location>/<dataset>/<split>/`` shards of every format in
-    ``formats`` plus ``manifest.json`` (last).  Returns the manifest.
-
-    ``images``: uint8 (N, H, W, C) (or (N, H, W), taken as C = 1); ``labels``: int (N,) in
-    ``[0, len(classes))``; ``source``: JSON-able dict recorded in the manifest (must hold
-    ``"synthetic": bool``).  See the module doc for overwrite and clean-up rules.
-    """
-    from tqdm import tqdm
-
-    formats = _check_args(formats, shard_size, encoding)
-    images = np.asarray(images)
-    if images.ndim == 3:
-        images = images[..., None]
-    labels = np.asarray(labels).astype(np.int64)
-    n = len(images)
-    if images.dtype != np.uint8 or images.ndim != 4:
-        raise InputError(f"{dataset}/{split}: images must be uint8 (N, H, W, C), got "
-                         f"{images.dtype} {images.shape}")
-    if labels.shape != (n,):
-        raise InputError(f"{dataset}/{split}: {n} images but {len(labels)} labels")
-    if n == 0:
-        raise InputError(f"{dataset}/{split}: no samples to convert")
-    if labels.min() < 0 or labels.max() >= len(classes):
-        bad = int(np.flatnonzero((labels < 0) | (labels >= len(classes)))[0])
-        raise InputError(f"{dataset}/{split}: sample {bad} has label {labels[bad]}, outside the "
-                         f"{len(classes)} classes")
-    split_loc = storage.join(out_location, dataset, split)
-    header = target_header(dataset, split, images, labels, classes, source, formats=formats,
-                           shard_size=shard_size, encoding=encoding)
-    sizes = header["shard_sizes"]
-    starts = list(range(0, n, shard_size))
-    check_target(split_loc, header, overwrite)
-    manifest_loc = storage.join(split_loc, MANIFEST_NAME)
-    if overwrite and storage.exists(manifest_loc):
-        # the folder stops being a finished conversion while its shards are replaced
-        storage.remove(manifest_loc)
-    _clean(split_loc, split, keep=None)  # temp files of an interrupted run
-
-    infos = {fmt: [] for fmt in formats}
-    bar = tqdm(total=n, desc=f"{dataset}/{split}", unit="img", disable=not progress,
-               leave=False, file=sys.stderr)
-    try:
-        for index, start in enumerate(starts):
-            stop = start + sizes[index]
-            chunk, chunk_labels = images[start:stop], labels[start:stop]
-            pngs = [encode_png(im) for im in chunk] if encoding == "png" else None
-            for fmt in formats:
-                data = _encode_shard(fmt, start, chunk, chunk_labels, encoding, classes, pngs)
-                name = shard_name(split, index, fmt)
-                storage.write_bytes(storage.join(split_loc, name), data)
-                infos[fmt].append(ShardInfo(name, stop - start, len(data), _sha256(data)))
-            bar.update(stop - start)
-    finally:
-        bar.close()
-    manifest = Manifest(dataset=dataset, split=split, num_samples=n,
-                        image_shape=header["image_shape"], encoding=encoding,
-                        classes=tuple(classes), label_counts=header["label_counts"],
-                        shards={fmt: tuple(v) for fmt, v in infos.items()}, source=source)
-    storage.write_bytes(manifest_loc, manifest.to_json().encode())
-    _clean(split_loc, split, keep={s.name for v in infos.values() for s in v})
-    return manifest
-
-
-# ---------------------------------------------------------------------------------------------
-# IDX datasets
 
 
 def _check_pair(spec, split, img_path, lbl_path, images, labels):
@@ -257,9 +49,6 @@ def _check_pair(spec, split, img_path, lbl_path, images, labels):
 def load_raw(spec, paths) -> tuple[dict, dict]:
     """Read and check the raw files ``paths`` (``{split: (images, labels)}``):
     ``({split: (images uint8 (N, H, W), labels uint8 (N,))}, source dict for the manifests)``."""
-    from .idx import MAGIC_IMAGES, MAGIC_LABELS, parse_idx, read_file
-    from .synth import read_marker
-
     data, files = {}, {}
     for split in SPLITS:
         img_path, lbl_path = paths[split]
@@ -294,11 +83,9 @@ def convert(dataset: str, out: str, source=None, raw=None, formats=FORMATS,
     name in the output (default the dataset's name, or the image folder's name).
     """
     t0 = time.perf_counter()
-    formats = _check_args(formats, shard_size, encoding)
+    formats = check_args(formats, shard_size, encoding)
     out = os.fspath(out)
     if dataset == "imagefolder":
-        from .imagefolder import convert_imagefolder
-
         if source is None:
             raise InputError("convert imagefolder needs the image folder: "
                              "`shardstream convert imagefolder DIR OUT`")
@@ -309,8 +96,6 @@ def convert(dataset: str, out: str, source=None, raw=None, formats=FORMATS,
                                         shard_size=shard_size, encoding=encoding,
                                         overwrite=overwrite, progress=progress)
     else:
-        from .fetch import find_raw
-
         spec = get_spec(dataset)
         if source is not None:
             raise InputError(f"unexpected argument {source!r}: `shardstream convert {dataset} "
@@ -334,21 +119,4 @@ def convert(dataset: str, out: str, source=None, raw=None, formats=FORMATS,
     return manifests
 
 
-def summary(manifests, out, seconds: float) -> str:
-    """The one-paragraph report printed at the end of a conversion."""
-    lines = []
-    total_bytes = total_shards = total_samples = 0
-    for m in manifests:
-        b = sum(s.bytes for fmt in m.formats for s in m.shards[fmt])
-        k = sum(len(m.shards[fmt]) for fmt in m.formats)
-        total_bytes, total_shards, total_samples = (total_bytes + b, total_shards + k,
-                                                    total_samples + m.num_samples)
-        lines.append(f"  {m.split:<6} {m.num_samples:>9,} samples  {k:>4} shards "
-                     f"({' + '.join(f'{len(m.shards[f])} {f}' for f in m.formats)})  "
-                     f"{b / 1e6:>9.1f} MB  -> {storage.join(out, m.dataset, m.split)}")
-    head = manifests[0] if manifests else None
-    what = (f"{head.dataset} ({head.encoding}{', synthetic' if head.synthetic else ''})"
-            if head else "nothing")
-    lines.insert(0, f"converted {what}: {total_samples:,} samples, {total_shards} shards, "
-                    f"{total_bytes / 1e6:.1f} MB in {seconds:.1f} s")
-    return "\n".join(lines)
+

@@ -21,17 +21,16 @@ from __future__ import annotations
 import hashlib
 import os
 
+from tqdm import tqdm
+
+from .. import config, storage
 from ..errors import InputError, ShardstreamError
 from .datasets import SPLITS, DatasetSpec
-
-RAW_DIR_ENV = "SHARDSTREAM_RAW_DIR"
 
 
 def raw_cache_dir(spec: DatasetSpec) -> str:
     """The folder downloads of ``spec`` go to: ``<cache dir>/raw/<dataset>``."""
-    from ..shards.cache import default_cache_dir
-
-    return os.path.join(default_cache_dir(), "raw", spec.name)
+    return os.path.join(config.cache_dir(), "raw", spec.name)
 
 
 def candidate_dirs(spec: DatasetSpec, raw_dir=None) -> list[str]:
@@ -41,9 +40,8 @@ def candidate_dirs(spec: DatasetSpec, raw_dir=None) -> list[str]:
         raw_dir = os.fspath(raw_dir)
         return [raw_dir, os.path.join(raw_dir, tv, "raw")]
     dirs = []
-    env = os.environ.get(RAW_DIR_ENV)
+    env = config.raw_dir()
     if env:
-        env = os.path.expanduser(env)
         dirs += [env, os.path.join(env, tv, "raw")]
     for root in ("data", os.path.join("~", "data")):
         dirs.append(os.path.abspath(os.path.join(os.path.expanduser(root), tv, "raw")))
@@ -85,10 +83,6 @@ def download_raw(spec: DatasetSpec, dest: str, mirror=None, checksums=None, prog
     Returns ``{split: (images path, labels path)}``; :class:`InputError` when no mirror gives a
     file with the right checksum (the message says what each mirror answered).
     """
-    from tqdm import tqdm
-
-    from ..shards import storage
-
     mirrors = list(spec.mirrors if mirror is None else
                    ([mirror] if isinstance(mirror, str) else mirror))
     sums = dict(spec.md5 if checksums is None else checksums)
@@ -145,7 +139,8 @@ def find_raw(spec: DatasetSpec, raw_dir=None, download: bool = True, mirror=None
         if len(missing) < len(spec.all_files()):
             partial.append(f"{folder} lacks {', '.join(missing)}")
     howto = (f"provide the files with --raw DIR (a folder holding {', '.join(spec.all_files())},"
-             f" .gz or not), put them in ${RAW_DIR_ENV} or ./data/{spec.torchvision_folder}/raw/, "
+             f" .gz or not), put them in ${config.RAW_DIR_ENV} or "
+             f"./data/{spec.torchvision_folder}/raw/, "
              f"or make a synthetic stand-in: `shardstream synth {spec.name} DIR` then "
              f"`shardstream convert {spec.name} OUT --raw DIR`")
     looked = "; ".join(dirs)

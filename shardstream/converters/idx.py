@@ -16,6 +16,7 @@ import zlib
 
 import numpy as np
 
+from .. import storage
 from ..errors import InputError
 
 MAGIC_LABELS = 2049   # 0x00000801: uint8, 1-D
@@ -128,9 +129,7 @@ def idx_bytes(array: np.ndarray, compress: bool = True) -> bytes:
     return buf.getvalue()
 
 
-def write_idx(path, array: np.ndarray, gzip: bool = True) -> None:
+def write_idx(path, array: np.ndarray, compress: bool = True) -> None:
     """Write ``array`` (uint8 (N,) labels or (N, H, W) images) to the local file ``path`` as
-    IDX, gzip-compressed when ``gzip``; atomic, deterministic (same array -> same bytes)."""
-    from ..shards import storage
-
-    storage.write_bytes(os.fspath(path), idx_bytes(array, compress=gzip))
+    IDX, gzip-compressed when ``compress``; atomic, deterministic (same array -> same bytes)."""
+    storage.write_bytes(os.fspath(path), idx_bytes(array, compress=compress))

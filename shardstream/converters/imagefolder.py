@@ -18,8 +18,11 @@ import io
 import os
 
 import numpy as np
+from PIL import Image
 
+from .. import storage
 from ..errors import InputError
+from .writer import check_target, target_header, write_split
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")
 SPLIT_NAMES = ("train", "test", "val")
@@ -74,8 +77,6 @@ def load_images(items, classes, root) -> tuple[np.ndarray, np.ndarray, str]:
     """(images uint8 (N, H, W, C), labels int64 (N,), sha256 of all file bytes) of ``items``;
     C = 1 for grayscale, 3 for RGB.  :class:`InputError` naming the first file whose size or
     mode differs from the first image's."""
-    from PIL import Image
-
     index = {c: i for i, c in enumerate(classes)}
     digest = hashlib.sha256()
     images, labels = None, np.empty(len(items), dtype=np.int64)
@@ -120,9 +121,6 @@ def convert_imagefolder(folder, out, *, name=None, formats=("tar", "parquet"),
                         progress: bool = True) -> list:
     """Convert the image folder ``folder`` into ``<out>/<name>/<split>/`` (``name`` defaults to
     the folder's name); returns one manifest per split."""
-    from ..shards import storage
-    from .convert import check_target, target_header, write_split
-
     folder = os.fspath(folder)
     dataset = name or os.path.basename(os.path.normpath(os.path.abspath(folder)))
     found, classes = scan(folder)

@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import numpy as np
+from tqdm import tqdm
 
+from .. import storage
 from ..errors import InputError
 from .datasets import SPLITS, get_spec
 from .idx import idx_bytes
@@ -134,8 +137,6 @@ def make_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def synth_split(n: int, seed: int, split: str, progress: bool = False):
     """(images uint8 (n, 28, 28), labels uint8 (n,)) of one split; deterministic in
     (n, seed, split), generated in chunks of :data:`CHUNK`."""
-    from tqdm import tqdm
-
     if n < 0:
         raise InputError(f"the number of {split} samples must be >= 0, got {n}")
     split_id = SPLITS.index(split)
@@ -162,10 +163,6 @@ def synthesize(name: str, out_dir, num_train: int = 60000, num_test: int = 10000
     Deterministic: the same arguments give byte-identical files.  Returns
     ``{split: (images path, labels path)}``.
     """
-    import time
-
-    from ..shards import storage
-
     spec = get_spec(name)
     out_dir = os.fspath(out_dir)
     counts = {"train": int(num_train), "test": int(num_test)}

@@ -14,7 +14,6 @@ released to the fetcher, as soon as its samples are in the pool.
 
 from __future__ import annotations
 
-import importlib
 import threading
 from dataclasses import dataclass, field
 
@@ -22,8 +21,9 @@ import numpy as np
 
 from ..errors import InputError, ShardError
 from ..shards import formats
-from ..shards.cache import ShardFetcher
 from ..shards.manifest import Manifest, load_manifest
+from ..shards.names import FORMATS
+from ..storage.cache import ShardFetcher
 from .plan import shard_of
 
 #: how many shards ahead of the one being read :func:`iter_batches` asks the fetcher to prefetch
@@ -42,9 +42,9 @@ def choose_format(manifest: Manifest, format: str = "auto") -> str:
             if fmt in present:
                 return fmt
         raise InputError(f"the manifest of {manifest.dataset}/{manifest.split} lists no shards "
-                         f"in a known format {formats.FORMATS}; re-run the conversion")
-    if format not in formats.FORMATS:
-        raise InputError(f"format={format!r}: must be 'auto' or one of {formats.FORMATS}")
+                         f"in a known format {FORMATS}; re-run the conversion")
+    if format not in FORMATS:
+        raise InputError(f"format={format!r}: must be 'auto' or one of {FORMATS}")
     if format not in present:
         raise InputError(f"format={format!r}: this split has no {format} shards (it has "
                          f"{', '.join(present) or 'none'}); pass format='auto' or convert with "
@@ -112,9 +112,6 @@ def open_stream(location: str, *, format: str = "auto", storage_options=None, ca
     if manifest is None:
         manifest = load_manifest(location, storage_options=storage_options)
     fmt = choose_format(manifest, format)
-    # import the format's reader (pyarrow for Parquet) now, so that DataLoader workers forked
-    # later inherit it instead of each importing it again at every epoch
-    importlib.import_module(f"{formats.__package__}.{fmt}shard")
     fetcher = ShardFetcher(location, manifest, fmt, storage_options=storage_options,
                            cache_dir=cache_dir, cache_limit=cache_limit, token=token)
     return ShardSource(location, manifest, fmt, fetcher)
@@ -188,7 +185,7 @@ class _ReadAhead:
     work on the batches before it.  :meth:`get` waits and returns ``source.load``'s result (or
     raises its error); :meth:`abandon` (the reader stopped early) releases the shard once read."""
 
-    def __init__(self, source: "ShardSource", shard: int, want: np.ndarray):
+    def __init__(self, source: ShardSource, shard: int, want: np.ndarray):
         self.source, self.shard, self.want = source, shard, want
         self.result = self.error = None
         self.done = self.abandoned = False

@@ -14,8 +14,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from .. import storage
 from ..errors import InputError, ManifestError, NotFoundError, ShardError
-from ..shards import storage
 from ..shards.manifest import MANIFEST_NAME, Manifest, load_manifest
 from .execute import ShardSource, choose_format, open_stream
 from .plan import plan_epoch
@@ -97,7 +97,7 @@ class LoaderOptions:
         H, W, C = manifest.image_shape
         return (*(self.resize or (H, W)), C)
 
-    def with_(self, **changes) -> "LoaderOptions":
+    def with_(self, **changes) -> LoaderOptions:
         """A copy with some fields changed (no re-checking; for epoch/start_batch updates)."""
         return replace(self, **changes)
 

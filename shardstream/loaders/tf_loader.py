@@ -28,12 +28,12 @@ least recently used is then closed.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import OrderedDict
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+from .. import config
+
+config.quiet_tensorflow()   # before TensorFlow's import: warnings only, no oneDNN notice
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -198,23 +198,6 @@ def _build(opts: LoaderOptions, manifest, num_parallel: int,
 def to_tf_image(image: np.ndarray) -> tf.Tensor:
     """One float32 image (h, w, C) -> a tf tensor (h, w, C) (the layout of the batches)."""
     return tf.convert_to_tensor(image)
-
-
-def book_tf_pipeline(images, labels, batch_size, resize) -> tf.data.Dataset:
-    """The book's tf.data loader (D2L §4.2, TensorFlow tab), verbatim: ``from_tensor_slices``
-    of the whole array (images uint8 (N, H, W[, 1]), labels (N,)) / 255 -> ``batch`` ->
-    ``map(resize_with_pad)`` -> ``shuffle(N)``; batches X float32 (b, h, w, 1), y int32 (b,).
-    A baseline for the demo and the benchmarks, not used by the loaders."""
-    images = images.reshape(images.shape[:3])
-
-    def process(X, y):
-        return tf.expand_dims(X, axis=3) / 255, tf.cast(y, dtype="int32")
-
-    def resize_fn(X, y):
-        return tf.image.resize_with_pad(X, *resize), y
-
-    return (tf.data.Dataset.from_tensor_slices(process(images, labels)).batch(batch_size)
-            .map(resize_fn).shuffle(len(images)))
 
 
 def tf_dataset(location, *, batch_size, resize=None, shuffle=True, shuffle_buffer=10_000,

@@ -14,24 +14,21 @@ input twice gives the same bytes.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
 
+from .. import __version__, storage
 from ..errors import ManifestError, NotFoundError
+from .names import ENCODINGS, MANIFEST_NAME, SHARD_EXTENSIONS, is_plain_name
 
-MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
-ENCODINGS = ("npy", "png")
 IMAGE_DTYPE = "uint8"
-# shard formats and the file-name extension of each (the order is the order in the JSON)
-SHARD_EXTENSIONS = {"tar": ".tar", "parquet": ".parquet"}
 
 _SHA256 = re.compile(r"[0-9a-f]{64}\Z")
-# a plain file name: no path separators, no control characters, no '..', not hidden
-_NAME = re.compile(r"[^./\\\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]{0,254}\Z")
 _FIX = "the manifest is damaged or was not written by shardstream: re-run `shardstream convert`"
 
 
@@ -126,8 +123,6 @@ class Manifest:
 
     def to_dict(self) -> dict:
         """The manifest as the JSON object written to disk (fixed key order)."""
-        from .. import __version__
-
         return {
             "format_version": self.format_version,
             "dataset": self.dataset,
@@ -161,7 +156,7 @@ class Manifest:
         return text
 
     @classmethod
-    def from_json(cls, text, where: str) -> "Manifest":
+    def from_json(cls, text, where: str) -> Manifest:
         """Parse and validate a manifest.  ``where`` names it in error messages (its location).
 
         Raises :class:`ManifestError` naming ``where`` and the offending field when the text is
@@ -182,7 +177,7 @@ class Manifest:
         return cls.from_dict(data, where)
 
     @classmethod
-    def from_dict(cls, data, where: str) -> "Manifest":
+    def from_dict(cls, data, where: str) -> Manifest:
         """Validate the decoded JSON object ``data`` (see :meth:`from_json`)."""
         v = _Validator(where)
         obj = v.obj(data, "the top level")
@@ -253,7 +248,7 @@ class Manifest:
                 p = f"shards.{fmt}[{i}]"
                 e = v.obj(entry, p)
                 name = v.get(e, "name", f"{p}.name")
-                if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+                if not is_plain_name(name):
                     v.fail(f"{p}.name", f"must be a plain file name (no '/', no '..'), got "
                                         f"{_short(name)}")
                 if not name.endswith(SHARD_EXTENSIONS[fmt]):
@@ -304,22 +299,20 @@ class Manifest:
 
 def load_manifest(location: str, storage_options=None) -> Manifest:
     """The validated :class:`Manifest` of the split at ``location`` (reads
-    ``<location>/manifest.json`` through :mod:`shardstream.shards.storage`).
+    ``<location>/manifest.json`` through :mod:`shardstream.storage`).
 
     A missing manifest is a :class:`ManifestError` saying the location is not a finished
     conversion; storage failures other than "not found" propagate as ``StorageError``.
     """
-    from . import storage
-
     where = storage.join(location, MANIFEST_NAME)
     try:
         data = storage.read_bytes(where, storage_options)
     except NotFoundError as exc:
         raise ManifestError(
-            f"{storage.display(location)} is not a finished conversion, or it cannot be read: "
+            f"{location} is not a finished conversion, or it cannot be read: "
             f"no readable {MANIFEST_NAME} ({exc}); run `shardstream convert` to create it, or "
             f"check the location and its access settings") from None
-    return Manifest.from_json(data, storage.display(where))
+    return Manifest.from_json(data, where)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,7 +367,25 @@ class _Validator:
         return x
 
     def name(self, x, fieldname):
-        if not isinstance(x, str) or not _NAME.match(x) or ".." in x:
+        if not is_plain_name(x):
             self.fail(fieldname, f"must be a plain name (no '/', '\\', '..', control characters "
                                  f"or leading '.'), got {_short(x)}")
         return x
+
+
+def find_splits(location: str) -> list[str]:
+    """Split locations at or below ``location``: ``[location]`` when it holds a manifest;
+    for a local folder otherwise every folder below it holding ``manifest.json`` (sorted);
+    ``[]`` when there is none."""
+    if storage.exists(storage.join(location, MANIFEST_NAME)):
+        return [location]
+    local = storage.local_path(location)
+    if local is None or not os.path.isdir(local):
+        return []
+    found = []
+    for root, dirs, files in os.walk(local):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        if MANIFEST_NAME in files:
+            found.append(root)
+            dirs[:] = []  # a split folder holds no further splits
+    return sorted(found)

@@ -19,9 +19,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ..errors import InputError, ShardError
-from .formats import key_digits
+from .names import key_digits
 
 # Compression: none for npy (raw pixels are read straight out of the page buffer at memory
 # speed; zstd made reading a 10,000-image shard ~6x slower), zstd level 1 for png (the PNG bytes
@@ -39,7 +41,6 @@ WRITE_OPTIONS = dict(
 
 
 def _schema(encoding: str, shape, classes, first_id: int):
-    import pyarrow as pa
 
     if encoding == "png":
         image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
@@ -67,8 +68,6 @@ def write_parquet(fileobj, first_id: int, payloads, labels, encoding: str, shape
     ``payloads``: uint8 (n, H, W, C) images for npy, or n PNG byte strings for png;
     ``labels``: int64 (n,); ``shape`` = (H, W, C); ``classes``: the class names.  Deterministic.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     n = len(labels)
     digits = key_digits(first_id, n)
@@ -105,7 +104,6 @@ def _fail(shard, problem):
 def _binary_parts(chunked, shard, what):
     """(offsets int64 (n+1,), values uint8 (m,)) of a binary/string column without nulls:
     value i is ``values[offsets[i]:offsets[i+1]]``."""
-    import pyarrow as pa
 
     arr = chunked.combine_chunks() if chunked.num_chunks != 1 else chunked.chunk(0)
     if arr.null_count:
@@ -125,8 +123,6 @@ def read_parquet(data, shard: str, first_id: int, n: int, shape: tuple, encoding
     Returns ``(payloads, labels)``: labels int64 (n,); payloads uint8 (n, H, W, C) for npy, a
     list of n PNG byte strings for png.  Raises :class:`ShardError` (never a pyarrow error).
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     try:
         pf = pq.ParquetFile(pa.BufferReader(pa.py_buffer(data)), page_checksum_verification=True)

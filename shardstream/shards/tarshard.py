@@ -24,7 +24,8 @@ import tarfile
 import numpy as np
 
 from ..errors import ShardError
-from .formats import key_digits, npy_header, sample_key
+from .imagecodec import npy_header
+from .names import key_digits, sample_key
 
 BLOCK = 512
 USER = GROUP = "shardstream"
@@ -47,7 +48,7 @@ def write_tar(fileobj, keys, labels, payloads, ext: str) -> None:
     ``keys``: n sample keys (``"%09d"``); ``labels``: n ints; ``payloads``: n bytes-like image
     members (already encoded); ``ext``: ``"npy"`` or ``"png"``.  Deterministic.
     """
-    from webdataset.writer import TarWriter  # imported here: reading never needs webdataset
+    from webdataset.writer import TarWriter  # noqa: PLC0415 - reading never needs webdataset (which imports torch)
 
     with TarWriter(fileobj, user=USER, group=GROUP, mode=MODE, encoder=False, mtime=MTIME,
                    format="USTAR_FORMAT") as writer:
@@ -149,8 +150,8 @@ def _labels(text: np.ndarray, sizes: np.ndarray):
 
 
 def _key_width(first_id, n):
-    width = len("%09d" % (first_id + n - 1))
-    return width if n > 0 and width == len("%09d" % first_id) else None
+    width = len(sample_key(first_id + n - 1))
+    return width if n > 0 and width == len(sample_key(first_id)) else None
 
 
 def _read_uniform_npy(buf, first_id, n, shape):

@@ -19,7 +19,14 @@ import time
 
 import numpy as np
 
+from ..book.show import show_command
+from ..converters.convert import convert
+from ..converters.datasets import DATASETS
+from ..converters.fetch import find_raw
+from ..converters.idx import read_idx
+from ..converters.synth import synthesize
 from ..errors import ShardstreamError
+from .bench import time_epoch
 
 DATASET = "fashion-mnist"
 BATCH = 64
@@ -36,9 +43,6 @@ def _say(text=""):
 def find_local_raw():
     """The raw Fashion-MNIST files if they are already on this machine, else None (no
     download is tried)."""
-    from ..converters.datasets import DATASETS
-    from ..converters.fetch import find_raw
-
     try:
         return find_raw(DATASETS[DATASET], download=False, progress=False)
     except ShardstreamError:
@@ -53,8 +57,6 @@ def prepare_raw(raw_dir, train, test, quick):
         if found:
             folder = os.path.dirname(found["train"][0])
             return folder, f"real Fashion-MNIST found in {folder}"
-    from ..converters.synth import synthesize
-
     synthesize(DATASET, raw_dir, num_train=train, num_test=test, seed=0, progress=False)
     return raw_dir, (f"synthetic stand-in ({train:,} + {test:,} images in the raw IDX format; "
                      f"no internet needed)")
@@ -65,8 +67,8 @@ def compare_epoch(train_location):
     shards, 2 DataLoader workers; tf: Parquet shards, 2 parallel readers), and check each batch
     bitwise. Returns (batches, samples); raises AssertionError naming the first differing
     batch."""
-    from .tf_loader import tf_dataset
-    from .torch_loader import torch_loader
+    from ..loaders.tf_loader import tf_dataset  # noqa: PLC0415 - the framework only when asked for
+    from ..loaders.torch_loader import torch_loader  # noqa: PLC0415 - the framework only when asked for
 
     args = dict(batch_size=BATCH, resize=RESIZE, seed=0, epoch=0)
     torch_side = torch_loader(train_location, format="tar", num_workers=2, **args)
@@ -89,11 +91,8 @@ def time_pipelines(train_location, raw_dir, torch_batches):
     the table says so); the book's tf.data pipeline runs a whole epoch (its shuffle after batch
     holds every batch before the first comes out, so a partial run would not be shorter).
     Returns a list of (pipeline, seconds per epoch, note)."""
-    from ..converters.datasets import DATASETS
-    from ..converters.fetch import find_raw
-    from ..converters.idx import read_idx
-    from . import tf_loader, torch_loader
-    from .bench import time_epoch
+    from ..book import tf_baseline, torch_baseline  # noqa: PLC0415 - the framework only when asked for
+    from ..loaders import tf_loader, torch_loader  # noqa: PLC0415 - the framework only when asked for
 
     rows = []
     loader = torch_loader.torch_loader(train_location, batch_size=BATCH, resize=RESIZE, seed=0)
@@ -107,10 +106,10 @@ def time_pipelines(train_location, raw_dir, torch_batches):
 
     images_file, labels_file = find_raw(DATASETS[DATASET], raw_dir=raw_dir, download=False)["train"]
     images, labels = read_idx(images_file), read_idx(labels_file)
-    book = torch_loader.book_torch_pipeline(images, labels, BATCH, RESIZE)
+    book = torch_baseline.book_torch_pipeline(images, labels, BATCH, RESIZE)
     tic = time.perf_counter()
     done = 0
-    for k, (X, y) in enumerate(book):
+    for k, (_X, y) in enumerate(book):
         done += len(y)
         if k + 1 == torch_batches:
             break
@@ -118,7 +117,7 @@ def time_pipelines(train_location, raw_dir, torch_batches):
     rows.append(("book torch: PIL resize per image + DataLoader", seconds,
                  f"first {torch_batches} batches, extrapolated"))
     tic = time.perf_counter()  # the book times building the pipeline too (/255 of the array)
-    book = tf_loader.book_tf_pipeline(images, labels, BATCH, RESIZE)
+    book = tf_baseline.book_tf_pipeline(images, labels, BATCH, RESIZE)
     time_epoch(book)
     seconds = time.perf_counter() - tic
     rows.append(("book tf.data: batch -> map(resize_with_pad) -> shuffle", seconds, ""))
@@ -132,9 +131,6 @@ def demo(out="shardstream-demo", quick=False):
     Returns a dict: ``raw``, ``shards``, ``picture`` (paths), ``identical_batches`` (count),
     ``timings`` (list of (pipeline, seconds per epoch, note)).
     """
-    from ..converters.convert import convert
-    from .show import show_command
-
     started = time.perf_counter()
     train, test, shard_size, torch_batches = QUICK if quick else FULL
     out = os.path.abspath(out)
@@ -177,7 +173,8 @@ def demo(out="shardstream-demo", quick=False):
     _say("")
     _say(f"done in {time.perf_counter() - started:.0f} s. Where everything went:")
     _say(f"    raw data       {raw}")
-    _say(f"    shards         {shards}/{DATASET}/{{train,test}}/  (manifest.json, *.tar, *.parquet)")
+    _say(f"    shards         {shards}/{DATASET}/{{train,test}}/  "
+         f"(manifest.json, *.tar, *.parquet)")
     _say(f"    picture        {picture}")
     _say(f"next: shardstream info {train_location}")
     _say(f"      shardstream bench {train_location} --batch-size 1,64 --profile")

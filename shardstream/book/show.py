@@ -15,6 +15,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ..errors import InputError
+from ..loaders.execute import iter_batches, open_stream
+from ..loaders.plan import plan_epoch
+from ..loaders.resize import to_float
+from ..storage import write_bytes
 
 #: pixels per unit of ``scale``: matplotlib's 100 dpi, so ``scale=1.5`` gives the 150-pixel
 #: cells of the book's figure.
@@ -76,7 +80,8 @@ def show_images(imgs, num_rows, num_cols, titles=None, scale=1.5):
     ``imgs``: a sequence (or a batch array/tensor (N, h, w), (N, h, w, C) or (N, C, h, w)) of
     images; the first ``num_rows * num_cols`` are drawn, row by row, and missing cells stay
     blank. Grey images are drawn in grey (0 = black), pixels enlarged without smoothing so each
-    stays visible (by a whole factor where the cell allows). Each cell is ``round(100 * scale)`` pixels wide, so the picture is
+    stays visible (by a whole factor where the cell allows). Each cell is
+    ``round(100 * scale)`` pixels wide, so the picture is
     ``num_cols * round(100 * scale)`` pixels wide and ``num_rows`` cells (plus a title line when
     ``titles`` are given) high.
 
@@ -85,7 +90,8 @@ def show_images(imgs, num_rows, num_cols, titles=None, scale=1.5):
     """
     num_rows, num_cols = int(num_rows), int(num_cols)
     if num_rows < 1 or num_cols < 1:
-        raise InputError(f"show_images: num_rows={num_rows}, num_cols={num_cols}; both must be >= 1")
+        raise InputError(f"show_images: num_rows={num_rows}, num_cols={num_cols}; both must be "
+                         f">= 1")
     if not scale > 0:
         raise InputError(f"show_images: scale={scale!r} must be > 0")
     count = num_rows * num_cols
@@ -133,10 +139,6 @@ def first_batch(location, count, *, random=False, seed=0, resize=None, format="a
     Returns (images float32 (b, h, w, C) in [0, 1], labels int64 (b,), manifest),
     b = min(count, N).
     """
-    from .execute import iter_batches, open_stream
-    from .plan import plan_epoch
-    from .resize import to_float
-
     source = open_stream(location, format=format)
     manifest = source.manifest
     plan = plan_epoch(manifest.shard_sizes, batch_size=count, seed=seed, epoch=0, shuffle=random,
@@ -150,8 +152,6 @@ def show_command(location, out="batch.png", rows=2, cols=8, random=False, seed=0
     """``shardstream show``: draw a batch of ``rows * cols`` images of the split at ``location``
     with their class names under them, write the PNG to ``out`` atomically (temp file + rename)
     and print its path. Returns the path."""
-    from ..shards.storage import write_bytes
-
     if rows < 1 or cols < 1:
         raise InputError(f"--rows {rows} --cols {cols}: both must be at least 1")
     images, labels, manifest = first_batch(location, rows * cols, random=random, seed=seed,

@@ -27,7 +27,8 @@ modification time, refreshed on every use) that no process is using and that thi
 not asked to prefetch are deleted until the new shard fits, and again whenever a shard is
 released.  Shards in use are never deleted, so while the shards in use alone exceed the limit the
 cache grows past it by those shards (and shrinks back as they are released); prefetching never
-does (a shard that does not fit is left to be fetched when it is needed).  A limit smaller than the largest shard is an
+does (a shard that does not fit is left to be fetched when it is needed).  A limit smaller than
+the largest shard is an
 :class:`InputError` at construction.
 """
 
@@ -37,63 +38,23 @@ import errno
 import fcntl
 import hashlib
 import os
-import re
 import threading
-import time
 from collections import deque
 
+from .. import config
 from ..errors import InputError, NotFoundError, ShardError, StorageError
-from . import storage
-
-CACHE_DIR_ENV = "SHARDSTREAM_CACHE_DIR"
-#: background download threads per fetcher
-PREFETCH_THREADS = 3
-
-_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
-          "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-
-
-def parse_size(value, what="cache_limit") -> int | None:
-    """Bytes from an int or a string like ``"2GB"``, ``"1.5 GiB"``, ``"500MB"`` (None -> None).
-
-    Decimal units (kB, MB, GB, TB) are powers of 1000, binary ones (KiB, MiB, GiB, TiB) of 1024.
-    """
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise InputError(f"{what}={value!r}: give a number of bytes or a size such as '2GB'")
-    if isinstance(value, int):
-        n = value
-    elif isinstance(value, float) and value.is_integer():
-        n = int(value)
-    elif isinstance(value, str):
-        m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?)\s*([A-Za-z]*)\s*", value)
-        if not m or m.group(2).lower() not in _UNITS:
-            raise InputError(f"{what}={value!r}: not a size; write e.g. 2000000000, '2GB', "
-                             f"'500MB' or '1.5GiB'")
-        n = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
-    else:
-        raise InputError(f"{what}={value!r}: give a number of bytes or a size such as '2GB'")
-    if n <= 0:
-        raise InputError(f"{what}={value!r}: must be positive")
-    return n
-
-
-def default_cache_dir() -> str:
-    """``$SHARDSTREAM_CACHE_DIR`` if set, else the user cache dir (platformdirs)."""
-    env = os.environ.get(CACHE_DIR_ENV)
-    if env:
-        return os.path.expanduser(env)
-    import platformdirs
-
-    return platformdirs.user_cache_dir("shardstream")
+from ..units import human_bytes, parse_size
+from . import read_bytes, with_token
+from .cachedir import evict, remove_stale_temps, touch
+from .local import atomic_write
+from .location import is_remote, join, local_path
 
 
 class ShardFetcher:
     """Local files holding the verified bytes of the shards of one split in one format.
 
     ``location``: the split's location; ``manifest``: its :class:`Manifest`; ``fmt``: ``"tar"``
-    or ``"parquet"``; ``storage_options``: see :mod:`shardstream.shards.storage`; ``cache_dir``,
+    or ``"parquet"``; ``storage_options``: see :mod:`shardstream.storage`; ``cache_dir``,
     ``cache_limit``: see the module docs; ``token``: HTTP bearer token (http(s) locations only;
     default ``$SHARDSTREAM_TOKEN``).
 
@@ -103,7 +64,7 @@ class ShardFetcher:
 
     def __init__(self, location, manifest, fmt, *, storage_options=None, cache_dir=None,
                  cache_limit=None, token=None):
-        self.location = storage.display(location)
+        self.location = str(location)
         self.manifest = manifest
         self.fmt = fmt
         try:
@@ -111,22 +72,23 @@ class ShardFetcher:
         except KeyError:
             raise InputError(f"{self.location} has no {fmt!r} shards (it has "
                              f"{', '.join(manifest.shards) or 'none'})") from None
-        self.remote = storage.is_remote(self.location)
-        self.storage_options = dict(storage.with_token(self.location, storage_options, token)
+        self.remote = is_remote(self.location)
+        self.storage_options = dict(with_token(self.location, storage_options, token)
                                     or {})
         self.cache_limit = parse_size(cache_limit)
         if not self.remote:
             self.cache_dir = None
-            self._local = storage.local_path(self.location)
+            self._local = local_path(self.location)
             return
-        self.cache_dir = os.path.abspath(os.path.expanduser(cache_dir or default_cache_dir()))
+        self.cache_dir = os.path.abspath(os.path.expanduser(cache_dir or config.cache_dir()))
         if self.cache_limit is not None and self.shards:
             largest = max(s.bytes for s in self.shards)
             if self.cache_limit < largest:
                 name = max(self.shards, key=lambda s: s.bytes).name
-                raise InputError(f"cache_limit={cache_limit!r} ({storage.human_bytes(self.cache_limit)}) is "
+                raise InputError(f"cache_limit={cache_limit!r} "
+                                 f"({human_bytes(self.cache_limit)}) is "
                                  f"smaller than shard {name} of {self.location} "
-                                 f"({storage.human_bytes(largest)}); raise cache_limit to at least "
+                                 f"({human_bytes(largest)}); raise cache_limit to at least "
                                  f"{largest} bytes or leave it unset")
         self._shard_dir = os.path.join(self.cache_dir, "shards")
         self._lock_dir = os.path.join(self.cache_dir, "locks")
@@ -135,10 +97,10 @@ class ShardFetcher:
             os.makedirs(self._lock_dir, exist_ok=True)
         except OSError as exc:
             raise self._cache_error("creating the shard cache", exc) from exc
-        _remove_stale_temps(self._shard_dir)
+        remove_stale_temps(self._shard_dir)
         self._names = []
         for info in self.shards:
-            url = storage.join(self.location, info.name)
+            url = join(self.location, info.name)
             key = hashlib.sha256(url.encode()).hexdigest()[:16]
             self._names.append(f"{key}-{info.sha256[:16]}-{info.name}")
         self._reset()
@@ -221,7 +183,7 @@ class ShardFetcher:
                 self._queued.add(i)
                 self._wanted.append(i)
                 self._todo.append(i)
-            while self._threads < min(PREFETCH_THREADS, len(self._todo)):
+            while self._threads < min(config.PREFETCH_THREADS, len(self._todo)):
                 self._threads += 1
                 # daemon threads: an interpreter exiting (or a failed epoch) never waits on them;
                 # an interrupted download leaves only a temp file, removed later as stale
@@ -279,7 +241,7 @@ class ShardFetcher:
         return i
 
     def _url(self, i) -> str:
-        return storage.join(self.location, self.shards[i].name)
+        return join(self.location, self.shards[i].name)
 
     def _cache_error(self, what, exc):
         if getattr(exc, "errno", None) == errno.ENOSPC:
@@ -289,7 +251,8 @@ class ShardFetcher:
         else:
             why = str(exc)
         return StorageError(f"{what} in {self.cache_dir} failed: {why}; free some space, set "
-                            f"cache_limit, or point cache_dir= / ${CACHE_DIR_ENV} at a writable "
+                            f"cache_limit, or point cache_dir= / ${config.CACHE_DIR_ENV} at a "
+                            f"writable "
                             f"folder with room")
 
     def _open_lock(self, i) -> int:
@@ -335,7 +298,7 @@ class ShardFetcher:
             if i in self._pins:
                 path = os.path.join(self._shard_dir, self._names[i])
                 if pin:
-                    _touch(path)
+                    touch(path)
                 return
         fd = self._open_lock(i)
         try:
@@ -360,7 +323,7 @@ class ShardFetcher:
                                 self._failed[i] = exc
                         raise
                 fcntl.flock(fd, fcntl.LOCK_SH)
-            _touch(os.path.join(self._shard_dir, self._names[i]))
+            touch(os.path.join(self._shard_dir, self._names[i]))
             if pin:
                 with self._mutex:
                     old = self._pins.get(i)
@@ -376,7 +339,7 @@ class ShardFetcher:
         final = os.path.join(self._shard_dir, self._names[i])
         problem = None
         for _attempt in range(2):
-            data = storage.read_bytes(url, self.storage_options)
+            data = read_bytes(url, self.storage_options)
             if len(data) != info.bytes:
                 problem = f"{len(data)} bytes, the manifest says {info.bytes}"
                 continue
@@ -385,7 +348,7 @@ class ShardFetcher:
                 problem = f"sha256 {digest}, the manifest says {info.sha256}"
                 continue
             try:
-                storage.atomic_write_local(final, data)
+                atomic_write(final, data)
             except OSError as exc:
                 raise self._cache_error(f"caching shard {info.name} of {self.location}",
                                         exc) from exc
@@ -430,54 +393,7 @@ class ShardFetcher:
                 break
             if name in keep or (i is not None and name == self._names[i]):
                 continue
-            if _evict(os.path.join(self._shard_dir, name),
+            if evict(os.path.join(self._shard_dir, name),
                       os.path.join(self._lock_dir, name + ".lock")):
                 total -= nbytes
         return total + need <= self.cache_limit or not strict
-
-
-#: a temp file untouched this long belongs to a download that died (killed process)
-STALE_TEMP_SECONDS = 900
-
-
-def _remove_stale_temps(folder):
-    """Delete temp files (``.<name>.<random>.tmp``) in ``folder`` left by dead downloads."""
-    now = time.time()
-    try:
-        with os.scandir(folder) as it:
-            for entry in it:
-                if entry.name.startswith(".") and entry.name.endswith(".tmp"):
-                    try:
-                        if now - entry.stat().st_mtime > STALE_TEMP_SECONDS:
-                            os.unlink(entry.path)
-                    except OSError:
-                        pass
-    except OSError:
-        pass
-
-
-def _touch(path):
-    try:
-        os.utime(path)
-    except OSError:
-        pass
-
-
-def _evict(path, lock_path) -> bool:
-    """Delete a cached shard unless some process holds a lock on it. True if deleted."""
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError:
-        return False
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            return False
-        return True
-    finally:
-        os.close(fd)

@@ -24,10 +24,13 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ..errors import InputError, ManifestError, ShardError, StorageError
-from . import storage
+from tqdm.auto import tqdm
 
-MANIFEST_NAME = "manifest.json"
+from ..errors import InputError, ManifestError, ShardError, StorageError
+from ..shards.manifest import Manifest, find_splits
+from ..shards.names import MANIFEST_NAME
+from . import exists, read_bytes, remove, size, write_bytes
+from .location import join, local_path
 
 
 @dataclass
@@ -47,28 +50,20 @@ class UploadReport:
                 + ", ".join(self.splits))
 
 
-def find_splits(src) -> list[str]:
-    """Local split folders (holding manifest.json) at ``src``, ``src/*`` or ``src/*/*``, sorted."""
-    root = storage.local_path(src)
+def _source_splits(src) -> list[str]:
+    """The local split folders of the conversion at ``src`` (see :func:`find_splits`)."""
+    root = local_path(src)
     if root is None:
         raise InputError(f"upload source {src!r} is remote; upload copies a local conversion "
                          f"(a folder written by 'shardstream convert')")
     if not os.path.isdir(root):
         raise InputError(f"upload source {src}: no such folder")
-    if os.path.isfile(os.path.join(root, MANIFEST_NAME)):
-        return [root]
-    found = []
-    for depth in (1, 2):
-        pattern_dirs = [root]
-        for _ in range(depth):
-            pattern_dirs = [os.path.join(d, n) for d in pattern_dirs if os.path.isdir(d)
-                            for n in sorted(os.listdir(d)) if os.path.isdir(os.path.join(d, n))]
-        found += [d for d in pattern_dirs if os.path.isfile(os.path.join(d, MANIFEST_NAME))]
-        if found:
-            return sorted(found)
-    raise InputError(f"upload source {src}: no {MANIFEST_NAME} in it or in its sub-folders "
-                     f"(two levels down); upload needs a finished conversion — run 'shardstream "
-                     f"convert' first (a folder without a manifest is an unfinished one)")
+    found = find_splits(root)
+    if not found:
+        raise InputError(f"upload source {src}: no {MANIFEST_NAME} in it or in its sub-folders; "
+                         f"upload needs a finished conversion — run 'shardstream convert' first "
+                         f"(a folder without a manifest is an unfinished one)")
+    return found
 
 
 def _sha256(data) -> str:
@@ -83,28 +78,25 @@ def upload(src, dest, progress=True, jobs=4, storage_options=None) -> UploadRepo
     manifest, :class:`ShardError` when a local shard does not match its manifest, and
     :class:`StorageError` when an uploaded object reads back wrong twice.
     """
-    from tqdm.auto import tqdm
-
-    from .manifest import Manifest
-
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
         raise InputError(f"jobs={jobs!r}: must be a positive integer")
-    if storage.local_path(dest) is None and dest.lower().startswith(("http://", "https://")):
+    if local_path(dest) is None and dest.lower().startswith(("http://", "https://")):
         raise InputError(f"upload destination {dest}: http(s) locations are read-only; upload to "
                          f"s3://bucket/prefix or a local folder (and serve it with "
                          f"'shardstream serve')")
     report = UploadReport()
     plans = []
-    for split_dir in find_splits(src):
+    for split_dir in _source_splits(src):
         manifest_path = os.path.join(split_dir, MANIFEST_NAME)
         with open(manifest_path, "rb") as f:
             manifest_bytes = f.read()
         try:
             text = manifest_bytes.decode("utf-8")
         except UnicodeDecodeError:
-            raise ManifestError(f"{manifest_path} is not UTF-8 text; re-run the conversion") from None
+            raise ManifestError(f"{manifest_path} is not UTF-8 text; re-run the "
+                                f"conversion") from None
         manifest = Manifest.from_json(text, manifest_path)
-        target = storage.join(dest, manifest.dataset, manifest.split)
+        target = join(dest, manifest.dataset, manifest.split)
         shards = [info for fmt in manifest.formats for info in manifest.shards[fmt]]
         plans.append((split_dir, target, manifest_bytes, shards))
 
@@ -112,10 +104,10 @@ def upload(src, dest, progress=True, jobs=4, storage_options=None) -> UploadRepo
     with tqdm(total=total, unit="B", unit_scale=True, disable=not progress,
               desc="upload") as bar, ThreadPoolExecutor(jobs) as pool:
         for split_dir, target, manifest_bytes, shards in plans:
-            manifest_loc = storage.join(target, MANIFEST_NAME)
-            if storage.exists(manifest_loc, storage_options):
-                if storage.read_bytes(manifest_loc, storage_options) != manifest_bytes:
-                    storage.remove(manifest_loc, storage_options)
+            manifest_loc = join(target, MANIFEST_NAME)
+            if exists(manifest_loc, storage_options):
+                if read_bytes(manifest_loc, storage_options) != manifest_bytes:
+                    remove(manifest_loc, storage_options)
             futures = [pool.submit(_copy_shard, split_dir, target, info, storage_options, bar)
                        for info in shards]
             try:
@@ -130,7 +122,7 @@ def upload(src, dest, progress=True, jobs=4, storage_options=None) -> UploadRepo
                 for future in futures:          # stop at the first failure
                     future.cancel()
                 raise
-            storage.write_bytes(manifest_loc, manifest_bytes, storage_options)
+            write_bytes(manifest_loc, manifest_bytes, storage_options)
             report.splits.append(target)
     return report
 
@@ -138,7 +130,7 @@ def upload(src, dest, progress=True, jobs=4, storage_options=None) -> UploadRepo
 def _copy_shard(split_dir, target, info, storage_options, bar) -> int:
     """Upload one shard unless already there and verified; returns bytes uploaded (0 = skipped)."""
     local = os.path.join(split_dir, info.name)
-    remote = storage.join(target, info.name)
+    remote = join(target, info.name)
     try:
         with open(local, "rb") as f:
             data = f.read()
@@ -153,7 +145,7 @@ def _copy_shard(split_dir, target, info, storage_options, bar) -> int:
         bar.update(info.bytes)
         return 0
     for _attempt in range(2):
-        storage.write_bytes(remote, data, storage_options)
+        write_bytes(remote, data, storage_options)
         if _present(remote, info, storage_options):
             bar.update(info.bytes)
             return info.bytes
@@ -163,8 +155,8 @@ def _copy_shard(split_dir, target, info, storage_options, bar) -> int:
 
 def _present(remote, info, storage_options) -> bool:
     """True when ``remote`` exists with the manifest's size and sha256."""
-    if not storage.exists(remote, storage_options):
+    if not exists(remote, storage_options):
         return False
-    if storage.size(remote, storage_options) != info.bytes:
+    if size(remote, storage_options) != info.bytes:
         return False
-    return _sha256(storage.read_bytes(remote, storage_options)) == info.sha256
+    return _sha256(read_bytes(remote, storage_options)) == info.sha256

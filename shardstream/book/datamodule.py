@@ -24,11 +24,15 @@ from collections import OrderedDict
 
 import numpy as np
 
+from .. import storage
+from ..converters.convert import convert
+from ..converters.datasets import DATASETS
 from ..errors import InputError, NotFoundError
-from ..shards import storage
-from ..shards.manifest import MANIFEST_NAME
-from .options import check_resize
-from .resize import to_float
+from ..loaders.execute import open_stream
+from ..loaders.options import check_resize
+from ..loaders.plan import plan_epoch
+from ..loaders.resize import to_float
+from ..shards.names import MANIFEST_NAME
 from .show import show_images
 
 FRAMEWORKS = ("torch", "tf")
@@ -42,10 +46,10 @@ def _image_tensor(framework, image):
     """float32 (h, w, C) -> the framework's image: torch (C, h, w) tensor, tf (h, w, C) tensor
     (the layouts of the loaders' batches)."""
     if framework == "torch":
-        from .torch_loader import to_torch_image
+        from ..loaders.torch_loader import to_torch_image  # noqa: PLC0415 - the framework only when asked for
 
         return to_torch_image(image)
-    from .tf_loader import to_tf_image
+    from ..loaders.tf_loader import to_tf_image  # noqa: PLC0415 - the framework only when asked for
 
     return to_tf_image(image)
 
@@ -72,8 +76,6 @@ class SplitDataset:
 
     def __init__(self, location, *, resize=None, framework="torch", format="auto",
                  storage_options=None):
-        from .execute import open_stream
-
         self.location = location
         self.framework = framework
         self._source = open_stream(location, format=format, storage_options=storage_options)
@@ -140,13 +142,11 @@ class EpochLoader:
                   storage_options=module.storage_options)
         self.location, self._kw = location, kw
         if module.framework == "torch":
-            from .torch_loader import torch_loader
+            from ..loaders.torch_loader import torch_loader  # noqa: PLC0415 - the framework only when asked for
 
             self._torch = torch_loader(location, num_workers=module.num_workers, **kw)
             self._len = len(self._torch)
         else:
-            from .plan import plan_epoch
-
             self.loader(0)  # checks the arguments now, as the torch loader does
             sizes = (module.train if train else module.val).manifest.shard_sizes
             self._len = plan_epoch(sizes, batch_size=module.batch_size, shuffle=False).num_batches
@@ -156,7 +156,7 @@ class EpochLoader:
         if self._torch is not None:
             self._torch.set_epoch(epoch)
             return self._torch
-        from .tf_loader import tf_dataset
+        from ..loaders.tf_loader import tf_dataset  # noqa: PLC0415 - the framework only when asked for
 
         return tf_dataset(self.location, epoch=epoch,
                           num_parallel=max(self.module.num_workers, 1), **self._kw)
@@ -231,9 +231,6 @@ class DataModule:
         """Convert ``name`` into ``root`` once, when ``root`` does not hold it yet."""
         if self._converted():
             return
-        from ..converters.convert import convert
-        from ..converters.datasets import DATASETS
-
         if self.name not in DATASETS:
             raise NotFoundError(
                 f"{self._location('train')} holds no converted data for {self.name!r}, and "
@@ -250,7 +247,8 @@ class DataModule:
         bad = idx[(idx < 0) | (idx >= len(self.classes))]
         if len(bad):
             raise InputError(f"text_labels: class index {int(bad[0])} is outside 0..."
-                             f"{len(self.classes) - 1} ({self.name} has {len(self.classes)} classes)")
+                             f"{len(self.classes) - 1} ({self.name} has "
+                             f"{len(self.classes)} classes)")
         return [self.classes[i] for i in idx]
 
     def get_dataloader(self, train):
@@ -264,7 +262,7 @@ class DataModule:
     def val_dataloader(self):
         return self.get_dataloader(train=False)
 
-    def visualize(self, batch, nrows=1, ncols=8, labels=[]):
+    def visualize(self, batch, nrows=1, ncols=8, labels=()):
         """Draw ``batch = (X, y)`` as the chapter does: the first ``nrows * ncols`` images with
         their text labels (``labels`` if given). Returns the picture (a PIL image: shown inline
         in Jupyter, ``.save("batch.png")`` writes it)."""

@@ -26,7 +26,11 @@ import time
 import numpy as np
 
 from ..errors import InputError
+from ..loaders.execute import open_stream
+from ..loaders.plan import plan_epoch
+from ..loaders.resize import to_float
 from ..shards import formats
+from ..shards.manifest import load_manifest
 
 FRAMEWORKS = ("torch", "tf")
 #: the parts of an epoch :func:`profile_epoch` times separately
@@ -60,7 +64,7 @@ def epoch_runner(framework, location, *, batch_size, workers=0, resize=None, for
     is built for it.
     """
     if framework == "torch":
-        from .torch_loader import torch_loader
+        from ..loaders.torch_loader import torch_loader  # noqa: PLC0415 - the framework only when asked for
 
         loader = torch_loader(location, batch_size=batch_size, resize=resize, format=format,
                               seed=seed, num_workers=workers)
@@ -71,7 +75,7 @@ def epoch_runner(framework, location, *, batch_size, workers=0, resize=None, for
 
         return run
     if framework == "tf":
-        from .tf_loader import tf_dataset
+        from ..loaders.tf_loader import tf_dataset  # noqa: PLC0415 - the framework only when asked for
 
         def build(epoch):
             return tf_dataset(location, batch_size=batch_size, resize=resize, format=format,
@@ -95,7 +99,7 @@ def time_epoch(loader):
     samples seen (the first dimension of every ``y``)."""
     samples = 0
     tic = time.perf_counter()
-    for X, y in loader:
+    for _X, y in loader:
         samples += len(y)
     return time.perf_counter() - tic, samples
 
@@ -156,10 +160,6 @@ def profile_epoch(location, *, batch_size, resize=None, format="auto", seed=0, e
     Also returns ``plan`` (computing the plan) and ``samples``. The framework handoff is what a
     measured epoch takes beyond the sum of these (see :func:`bench`).
     """
-    from .execute import open_stream
-    from .plan import plan_epoch
-    from .resize import to_float
-
     source = open_stream(location, format=format)
     manifest = source.manifest
     t = {"plan": 0.0, "read": 0.0, "decode": 0.0, "gather": 0.0, "resize": 0.0}
@@ -184,7 +184,7 @@ def profile_epoch(location, *, batch_size, resize=None, format="auto", seed=0, e
     for k in range(plan.num_batches):
         tic = time.perf_counter()
         ids = plan.batch(k)
-        xb, yb = images[ids], labels[ids]
+        xb, _ = images[ids], labels[ids]
         t["gather"] += time.perf_counter() - tic
         tic = time.perf_counter()
         to_float(xb, resize)
@@ -210,7 +210,8 @@ def format_table(rows, num_epochs):
         lines.append(cells)
     widths = [max(len(h), *(len(c[i]) for c in lines)) for i, h in enumerate(head)]
     out = ["  ".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(head, widths)))]
-    out += ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    out += ["  ".join(c.rjust(w) if i else c.ljust(w)
+                      for i, (c, w) in enumerate(zip(cells, widths)))
             for cells in lines]
     return "\n".join(out)
 
@@ -219,8 +220,6 @@ def bench_command(location, frameworks=FRAMEWORKS, batch_sizes=(64,), workers=(0
                   resize=None, format="auto", profile=False, as_json=False):
     """``shardstream bench``: run :func:`bench` (with the breakdown for ``--profile``), print
     the table (or, with ``--json``, one JSON list of the rows). Returns the rows."""
-    from ..shards.manifest import load_manifest
-
     manifest = load_manifest(location)
     rows = bench(location, frameworks, batch_sizes, workers, epochs, resize=resize, format=format,
                  profile=profile)

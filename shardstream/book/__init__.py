@@ -1,0 +1,9 @@
+"""*Dive into Deep Learning* §4.2 on shardstream: the book's data module (:mod:`.datamodule`:
+``FashionMNIST``, ``MNIST``, ``KMNIST``, ``DataModule``), its pictures (:mod:`.show`), and its
+own input pipelines rebuilt as baselines for bench and demo (:mod:`.torch_baseline`,
+:mod:`.tf_baseline`, which import their framework)."""
+
+from .datamodule import KMNIST, MNIST, DataModule, FashionMNIST
+from .show import show_images
+
+__all__ = ["DataModule", "FashionMNIST", "MNIST", "KMNIST", "show_images"]

@@ -1,0 +1,148 @@
+"""Storage: every location string in shardstream is read and written here.
+
+Public operations — each resolves the location once (:func:`.location.resolve`) and calls the
+same-named function of that backend (``local``, ``http``, ``s3``; adding a backend is adding
+one module to :data:`.location.BACKENDS`):
+
+- :func:`read_bytes`, :func:`open_read` (a binary stream), :func:`write_bytes` (atomic),
+  :func:`size`, :func:`exists`, :func:`listdir`, :func:`remove`;
+- naming: :func:`join`, :func:`local_path`, :func:`is_remote`;
+- :func:`with_token` (adds an HTTP bearer token to ``storage_options``).
+
+The shard cache (:mod:`.cache`, ``ShardFetcher``) and ``shardstream upload`` (:mod:`.upload`)
+live here too.
+
+``storage_options`` keys (anything else is an :class:`InputError`):
+
+==================  ======  =================================================================
+key                 for     meaning
+==================  ======  =================================================================
+``retries``         remote  retries of a transient failure (default 5; 0 = try once)
+``retry_wait``      remote  first back-off wait in seconds (default 0.25; doubles, with jitter)
+``timeout``         remote  connect / read timeout in seconds (default 60)
+``token``           http    bearer token (default ``$SHARDSTREAM_TOKEN``)
+``headers``         http    extra request headers (dict)
+``endpoint_url``    s3      e.g. ``http://127.0.0.1:9000`` -> ``endpoint_override``
+``key``             s3      access key id -> ``access_key``
+``secret``          s3      secret access key -> ``secret_key``
+``session_token``   s3      -> ``session_token``
+``region``          s3      -> ``region``
+``anon``            s3      ``True``: unsigned requests -> ``anonymous``
+==================  ======  =================================================================
+
+Failures: a missing object, bucket or URL, and access denied (HTTP 401/403/404/410, S3
+NoSuchKey/NoSuchBucket/AccessDenied) raise :class:`NotFoundError` at once, naming the URL and
+what to check.  Transient failures (connection refused or reset, timeouts, HTTP 408/429/5xx, a
+body shorter than its ``Content-Length``) are retried with exponential back-off and jitter, at
+most ``retries`` times, then raise :class:`StorageError` naming the URL.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..errors import InputError
+from .local import atomic_write as atomic_write_local
+from .location import is_remote, join, local_path, resolve
+from .s3 import settings as s3_settings
+
+__all__ = ["read_bytes", "open_read", "write_bytes", "size", "exists", "listdir", "remove",
+           "join", "local_path", "is_remote", "with_token", "atomic_write_local", "s3_settings"]
+
+
+def _target(location, storage_options):
+    """``(backend, location text, path, checked options)``."""
+    backend, path = resolve(location)
+    opts = dict(storage_options or {})
+    unknown = sorted(set(opts) - set(backend.OPTION_KEYS))
+    loc = os.fspath(location)
+    if unknown:
+        raise InputError(f"storage_options for {loc}: unknown key(s) {unknown}; known for "
+                         f"{backend.NAME}: {', '.join(backend.OPTION_KEYS)} "
+                         f"(see docs/storage.md)")
+    retries = opts.get("retries", 0)
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise InputError(f"storage_options['retries'] must be an integer >= 0, not {retries!r}")
+    for key in ("retry_wait", "timeout"):
+        if key in opts and (not isinstance(opts[key], (int, float)) or opts[key] <= 0):
+            raise InputError(f"storage_options[{key!r}] must be a positive number of seconds, "
+                             f"not {opts[key]!r}")
+    return backend, loc, path, opts
+
+
+def read_bytes(location, storage_options=None) -> bytes:
+    """All bytes of the object/file at ``location``.
+
+    Remote reads check the length against ``Content-Length`` / the object size (a short body
+    is retried).  Raises :class:`NotFoundError` (missing / denied) or :class:`StorageError`.
+    """
+    backend, loc, path, opts = _target(location, storage_options)
+    return backend.read(loc, path, opts)
+
+
+def open_read(location, storage_options=None):
+    """A binary file object streaming the object/file at ``location`` (use it in ``with``).
+
+    Opening is retried like any operation; a failure while reading raises the client's own
+    error.
+    """
+    backend, loc, path, opts = _target(location, storage_options)
+    return backend.open_read(loc, path, opts)
+
+
+def write_bytes(location, data, storage_options=None) -> None:
+    """Write ``data`` (bytes-like) to ``location``, replacing what was there.
+
+    Local: atomic (temp file, fsync, rename; parent folders created).  s3: one upload; the
+    object appears whole or not at all.  http(s) is read-only (:class:`StorageError`).
+    """
+    backend, loc, path, opts = _target(location, storage_options)
+    backend.write(loc, path, data, opts)
+
+
+def size(location, storage_options=None) -> int:
+    """Size in bytes of the file/object at ``location`` (:class:`NotFoundError` if missing)."""
+    backend, loc, path, opts = _target(location, storage_options)
+    return backend.size(loc, path, opts)
+
+
+def exists(location, storage_options=None) -> bool:
+    """True when a file/object (or folder/prefix) exists at ``location``.
+
+    Access denied is not "absent": it raises :class:`NotFoundError` with what to check.
+    """
+    backend, loc, path, opts = _target(location, storage_options)
+    return backend.exists(loc, path, opts)
+
+
+def listdir(location, storage_options=None) -> list[str]:
+    """Sorted names (not paths) of the entries directly inside the folder/prefix ``location``.
+
+    :class:`NotFoundError` if there is no such folder (or, remotely, nothing under the prefix).
+    http(s): the links of the server's index page for that URL.
+    """
+    backend, loc, path, opts = _target(location, storage_options)
+    return backend.listdir(loc, path, opts)
+
+
+def remove(location, storage_options=None) -> None:
+    """Delete the file/object at ``location`` (:class:`NotFoundError` if missing)."""
+    backend, loc, path, opts = _target(location, storage_options)
+    backend.remove(loc, path, opts)
+
+
+def with_token(location, storage_options=None, token=None) -> dict | None:
+    """``storage_options`` with an HTTP bearer ``token`` added (unchanged when token is None).
+
+    ``token`` is for http(s) locations only; for others it is an :class:`InputError` (S3 takes
+    its credentials from the AWS settings or ``storage_options``).
+    """
+    if token is None:
+        return storage_options
+    if resolve(location)[0].NAME != "http":
+        raise InputError(f"token= is an HTTP bearer token, but {os.fspath(location)} is not an "
+                         f"http(s) location; for S3 use the AWS settings or storage_options "
+                         f"(see docs/storage.md)")
+    if not isinstance(token, str) or not token:
+        raise InputError("token= must be a non-empty string")
+    return {**(storage_options or {}), "token": token}
