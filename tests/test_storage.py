@@ -2,6 +2,7 @@
 http(s):// and s3://, atomic local writes, clear errors, bounded retries."""
 
 import errno
+import io
 import os
 
 import pytest
@@ -253,3 +254,65 @@ def test_forked_child_leaves_the_parents_http_connections_alone(tmp_path, shard_
     assert os.WEXITSTATUS(status) == 0
     for _ in range(3):
         assert storage.read_bytes(url, opts) == want
+
+
+# -- one dispatch, one module per backend ----------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["local", "http", "s3"])
+def test_open_read_streams_every_backend(kind, tmp_path, served, s3_server):
+    data = bytes(range(256)) * 4000                          # ~1 MB, several reads
+    if kind == "local":
+        where = str(tmp_path / "blob.bin")
+        storage.write_bytes(where, data)
+        opts = None
+    elif kind == "http":
+        srv, _ = served
+        (tmp_path / "d" / "blob.bin").write_bytes(data)
+        where, opts = srv.url + "/d/blob.bin", None
+    else:
+        where = s3_server.bucket("storage-stream") + "/blob.bin"
+        opts = s3_server.storage_options
+        storage.write_bytes(where, data, opts)
+    with storage.open_read(where, opts) as f:
+        parts = []
+        while chunk := f.read(65536):
+            parts.append(bytes(chunk))
+    assert b"".join(parts) == data
+    with pytest.raises(NotFoundError, match="blob-missing.bin"):
+        storage.open_read(where.replace("blob.bin", "blob-missing.bin"), opts)
+
+
+def test_a_backend_is_one_module(monkeypatch):
+    # A new scheme needs one module with NAME, SCHEMES, OPTION_KEYS, to_path and the
+    # operations; every public operation then dispatches to it.
+    import types
+
+    from shardstream.storage import location
+
+    blobs = {}
+    mem = types.ModuleType("mem")
+    mem.NAME, mem.SCHEMES, mem.OPTION_KEYS = "mem", ("mem",), ("retries",)
+    mem.to_path = lambda loc: loc[len("mem://"):]
+    mem.read = lambda loc, path, opts: blobs[path]
+    mem.open_read = lambda loc, path, opts: io.BytesIO(blobs[path])
+    mem.write = lambda loc, path, data, opts: blobs.__setitem__(path, bytes(data))
+    mem.size = lambda loc, path, opts: len(blobs[path])
+    mem.exists = lambda loc, path, opts: any(k == path or k.startswith(path + "/") for k in blobs)
+    mem.listdir = lambda loc, path, opts: sorted({k[len(path) + 1:].split("/")[0]
+                                                  for k in blobs if k.startswith(path + "/")})
+    mem.remove = lambda loc, path, opts: blobs.pop(path)
+    monkeypatch.setattr(location, "_BY_SCHEME", {**location._BY_SCHEME, "mem": mem})
+
+    storage.write_bytes("mem://b/x/one", b"1")
+    storage.write_bytes(storage.join("mem://b/x", "two"), b"22")
+    assert storage.read_bytes("mem://b/x/two") == b"22"
+    assert storage.open_read("mem://b/x/one").read() == b"1"
+    assert storage.size("mem://b/x/two") == 2
+    assert storage.exists("mem://b/x") and not storage.exists("mem://b/y")
+    assert storage.listdir("mem://b/x") == ["one", "two"]
+    assert storage.is_remote("mem://b/x") and storage.local_path("mem://b/x") is None
+    storage.remove("mem://b/x/one")
+    assert storage.listdir("mem://b/x") == ["two"]
+    with pytest.raises(InputError, match="unknown key.*'token'.*known for mem: retries"):
+        storage.read_bytes("mem://b/x/two", {"token": "t"})
