@@ -39,6 +39,12 @@ def _size(text):
     return tuple(parts)
 
 
+def _token_option(parser):
+    parser.add_argument("--token", default=None,
+                        help="bearer token for an http(s) location (default $SHARDSTREAM_TOKEN); "
+                             "sent only to that location's host")
+
+
 # ---------------------------------------------------------------------------------------------
 # converters: synth, convert, datasets
 
@@ -71,13 +77,13 @@ def cmd_datasets(args):
 def cmd_info(args):
     from .tools.info import print_info
 
-    print_info(args.location, as_json=args.json)
+    print_info(args.location, as_json=args.json, token=args.token)
 
 
 def cmd_verify(args):
     from .tools.info import verify_command
 
-    return verify_command(args.location, quiet=args.quiet)
+    return verify_command(args.location, quiet=args.quiet, token=args.token)
 
 
 def cmd_upload(args):
@@ -101,7 +107,8 @@ def cmd_show(args):
     from .book.show import show_command
 
     show_command(args.location, out=args.output, rows=args.rows, cols=args.cols,
-                 random=args.random, seed=args.seed, resize=args.resize, scale=args.scale)
+                 random=args.random, seed=args.seed, resize=args.resize, scale=args.scale,
+                 token=args.token)
 
 
 def cmd_bench(args):
@@ -109,7 +116,7 @@ def cmd_bench(args):
 
     bench_command(args.location, frameworks=args.framework, batch_sizes=args.batch_size,
                   workers=args.workers, epochs=args.epochs, resize=args.resize,
-                  format=args.format, profile=args.profile, as_json=args.json)
+                  format=args.format, profile=args.profile, as_json=args.json, token=args.token)
 
 
 def cmd_demo(args):
@@ -175,6 +182,7 @@ def build_parser():
     s = sub.add_parser("info", help="describe a converted split (samples, classes, shards, bytes)")
     s.add_argument("location", help="a split's location, e.g. shards/fashion-mnist/train")
     s.add_argument("--json", action="store_true", help="print the manifest summary as JSON")
+    _token_option(s)
     s.set_defaults(func=cmd_info)
 
     s = sub.add_parser("verify",
@@ -184,6 +192,7 @@ def build_parser():
                                    "(the failing shards are named).")
     s.add_argument("location", help="a split's location, or a folder of datasets")
     s.add_argument("-q", "--quiet", action="store_true", help="print problems only")
+    _token_option(s)
     s.set_defaults(func=cmd_verify)
 
     s = sub.add_parser("upload",
@@ -218,6 +227,7 @@ def build_parser():
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--resize", type=_size, default=None, help="resize first, e.g. 32 or 32x24")
     s.add_argument("--scale", type=float, default=1.5, help="size of each image (default 1.5)")
+    _token_option(s)
     s.set_defaults(func=cmd_show)
 
     s = sub.add_parser("bench",
@@ -233,6 +243,7 @@ def build_parser():
     s.add_argument("--profile", action="store_true",
                    help="break the time down into read / decode / resize / framework handoff")
     s.add_argument("--json", action="store_true", help="print JSON rows")
+    _token_option(s)
     s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("demo",

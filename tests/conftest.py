@@ -424,3 +424,17 @@ def loader_splits(tmp_path_factory):
         _, images, labels = write_test_split(root / name, classes=tuple("abcdefghij"), **kw)
         out[name] = (str(root / name), images, labels)
     return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache_dir(tmp_path_factory):
+    """The shard cache (and its ``checked/`` markers) of every test and every process a test
+    starts goes to a folder of this session, not the user's cache."""
+    folder = str(tmp_path_factory.mktemp("shardstream-cache"))
+    old = os.environ.get("SHARDSTREAM_CACHE_DIR")
+    os.environ["SHARDSTREAM_CACHE_DIR"] = folder
+    yield folder
+    if old is None:
+        os.environ.pop("SHARDSTREAM_CACHE_DIR", None)
+    else:
+        os.environ["SHARDSTREAM_CACHE_DIR"] = old

@@ -74,7 +74,9 @@ def test_local_split_is_read_in_place(tmp_path):
         assert f.local_file(1) == str(tmp_path / "train" / "train-000001.tar")
         f.prefetch([0, 1])
         f.release(0)
-        assert not (tmp_path / "never").exists()
+        # nothing is copied: the cache folder holds only the markers of the checked shards
+        assert not (tmp_path / "never" / "shards").exists()
+        assert len(os.listdir(tmp_path / "never" / "checked")) == 1
 
 
 def test_remote_shard_downloaded_once_verified_and_reused(remote_split, tmp_path):

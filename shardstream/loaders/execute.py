@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import storage
 from ..errors import InputError, ShardError
 from ..shards import formats
 from ..shards.manifest import Manifest, load_manifest
@@ -105,15 +106,18 @@ class ShardSource:
 
 
 def open_stream(location: str, *, format: str = "auto", storage_options=None, cache_dir=None,
-                cache_limit=None, token=None, manifest: Manifest | None = None) -> ShardSource:
+                cache_limit=None, token=None, manifest: Manifest | None = None,
+                check_shards: bool = True) -> ShardSource:
     """Open the split at ``location`` for reading: loads its manifest (unless given), picks the
     format (:func:`choose_format`) and sets up the shard fetcher (local files are read in place,
-    remote ones through the verified local cache)."""
+    remote ones through the verified local cache; ``check_shards``: see
+    :mod:`shardstream.storage.checked`)."""
+    storage_options = storage.with_token(location, storage_options, token)
     if manifest is None:
         manifest = load_manifest(location, storage_options=storage_options)
     fmt = choose_format(manifest, format)
     fetcher = ShardFetcher(location, manifest, fmt, storage_options=storage_options,
-                           cache_dir=cache_dir, cache_limit=cache_limit, token=token)
+                           cache_dir=cache_dir, cache_limit=cache_limit, check=check_shards)
     return ShardSource(location, manifest, fmt, fetcher)
 
 

@@ -76,6 +76,7 @@ class LoaderOptions:
     cache_dir: str | None
     cache_limit: int | None
     token: str | None
+    check_shards: bool
 
     def plan(self, manifest: Manifest, epoch: int | None = None, start_batch: int | None = None):
         """The plan of this rank for ``epoch`` (default: ``self.epoch``) from ``start_batch``."""
@@ -90,7 +91,8 @@ class LoaderOptions:
         """Open the shards (in this process) through :func:`execute.open_stream`."""
         return open_stream(self.location, format=self.format,
                            storage_options=self.storage_options, cache_dir=self.cache_dir,
-                           cache_limit=self.cache_limit, token=self.token, manifest=manifest)
+                           cache_limit=self.cache_limit, token=self.token, manifest=manifest,
+                           check_shards=self.check_shards)
 
     def image_size(self, manifest: Manifest) -> tuple[int, int, int]:
         """(h, w, C) of the batches' images after resize."""
@@ -140,7 +142,8 @@ def check_shards_exist(location: str, manifest: Manifest, fmt: str, storage_opti
 def loader_options(location, *, batch_size, resize=None, shuffle=True, shuffle_buffer=10_000,
                    shard_shuffle=True, seed=0, epoch=0, drop_last=False, rank=0, world_size=1,
                    start_batch=0, format="auto", storage_options=None, cache_dir=None,
-                   cache_limit=None, token=None) -> tuple[LoaderOptions, Manifest]:
+                   cache_limit=None, token=None,
+                   check_shards=True) -> tuple[LoaderOptions, Manifest]:
     """Check every loader argument; returns the checked options and the split's manifest.
 
     Raises InputError for a bad argument (batch_size < 1, a resize of zero size,
@@ -170,6 +173,7 @@ def loader_options(location, *, batch_size, resize=None, shuffle=True, shuffle_b
         raise InputError(f"format={format!r}: must be 'auto', 'tar' or 'parquet'")
     if cache_limit is not None:
         cache_limit = check_int("cache_limit", cache_limit, 1)
+    check_shards = _bool("check_shards", check_shards)
     storage_options = storage.with_token(location, storage_options, token)
     manifest = load_manifest(location, storage_options=storage_options)
     fmt = choose_format(manifest, format)
@@ -180,7 +184,7 @@ def loader_options(location, *, batch_size, resize=None, shuffle=True, shuffle_b
         drop_last=drop_last, rank=rank, world_size=world_size, start_batch=0, format=fmt,
         storage_options=storage_options,
         cache_dir=None if cache_dir is None else os.fspath(cache_dir),
-        cache_limit=cache_limit, token=token)
+        cache_limit=cache_limit, token=token, check_shards=check_shards)
     total = opts.plan(manifest).num_batches
     if total == 0:
         raise InputError(

@@ -204,7 +204,7 @@ def tf_dataset(location, *, batch_size, resize=None, shuffle=True, shuffle_buffe
                shard_shuffle=True, seed=0, epoch=0, reshuffle_each_iteration=False,
                drop_last=False, rank=None, world_size=None, start_batch=0, format="auto",
                num_parallel=1, storage_options=None, cache_dir=None, cache_limit=None,
-               token=None) -> tf.data.Dataset:
+               token=None, check_shards=True) -> tf.data.Dataset:
     """A ``tf.data.Dataset`` of one epoch of the converted split at ``location`` (path or URL).
 
     Elements are ``(X, y)``: X float32 (b, h, w, C) in [0, 1], y int32 (b,) — bitwise the
@@ -230,7 +230,7 @@ def tf_dataset(location, *, batch_size, resize=None, shuffle=True, shuffle_buffe
         drop_last=drop_last, rank=0 if rank is None else rank,
         world_size=1 if world_size is None else world_size,
         start_batch=start_batch, format=format, storage_options=storage_options,
-        cache_dir=cache_dir, cache_limit=cache_limit, token=token)
+        cache_dir=cache_dir, cache_limit=cache_limit, token=token, check_shards=check_shards)
     if reshuffle_each_iteration and start_batch:
         raise InputError(f"start_batch={start_batch!r} with reshuffle_each_iteration=True: a "
                          f"resumed epoch is shorter than the next ones; resume the rest of epoch "

@@ -205,7 +205,7 @@ def torch_loader(location, *, batch_size, resize=None, shuffle=True, shuffle_buf
                  shard_shuffle=True, seed=0, epoch=0, drop_last=False, rank=None,
                  world_size=None, start_batch=0, format="auto", num_workers=0,
                  storage_options=None, cache_dir=None, cache_limit=None, token=None,
-                 pin_memory=False, prefetch_factor=None) -> ShardLoader:
+                 pin_memory=False, prefetch_factor=None, check_shards=True) -> ShardLoader:
     """A PyTorch loader over the converted split at ``location`` (path or URL).
 
     Yields ``(X, y)``: X float32 (b, C, h, w) in [0, 1] (``resize=(h, w)`` or the stored size),
@@ -213,8 +213,9 @@ def torch_loader(location, *, batch_size, resize=None, shuffle=True, shuffle_buf
     ``num_workers``, bitwise the same batches as :func:`shardstream.tf_dataset` with the same
     arguments.  ``rank`` / ``world_size`` default to ``torch.distributed``'s when it is
     initialised, else 0 / 1; every rank gets the same number of batches.  ``start_batch``
-    skips the first batches of this rank's epoch (resume).  Every argument is checked here:
-    a bad one raises :class:`~shardstream.errors.InputError` (or ``ManifestError`` for a
+    skips the first batches of this rank's epoch (resume).  ``check_shards=False`` uses the
+    shard files without the once-per-version sha256 check (docs/storage.md).  Every argument is
+    checked here: a bad one raises :class:`~shardstream.errors.InputError` (or ``ManifestError`` for a
     missing manifest or shard) before any data is read."""
     num_workers = check_int("num_workers", num_workers, 0)
     if prefetch_factor is not None:
@@ -228,6 +229,6 @@ def torch_loader(location, *, batch_size, resize=None, shuffle=True, shuffle_buf
         shuffle_buffer=shuffle_buffer, shard_shuffle=shard_shuffle, seed=seed, epoch=epoch,
         drop_last=drop_last, rank=rank, world_size=world_size, start_batch=start_batch,
         format=format, storage_options=storage_options, cache_dir=cache_dir,
-        cache_limit=cache_limit, token=token)
+        cache_limit=cache_limit, token=token, check_shards=check_shards)
     return ShardLoader(opts, manifest, num_workers=num_workers, pin_memory=bool(pin_memory),
                        prefetch_factor=prefetch_factor)

@@ -373,11 +373,11 @@ class _Validator:
         return x
 
 
-def find_splits(location: str) -> list[str]:
+def find_splits(location: str, storage_options=None) -> list[str]:
     """Split locations at or below ``location``: ``[location]`` when it holds a manifest;
     for a local folder otherwise every folder below it holding ``manifest.json`` (sorted);
     ``[]`` when there is none."""
-    if storage.exists(storage.join(location, MANIFEST_NAME)):
+    if storage.exists(storage.join(location, MANIFEST_NAME), storage_options):
         return [location]
     local = storage.local_path(location)
     if local is None or not os.path.isdir(local):

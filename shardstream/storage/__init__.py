@@ -14,21 +14,23 @@ live here too.
 
 ``storage_options`` keys (anything else is an :class:`InputError`):
 
-==================  ======  =================================================================
-key                 for     meaning
-==================  ======  =================================================================
-``retries``         remote  retries of a transient failure (default 5; 0 = try once)
-``retry_wait``      remote  first back-off wait in seconds (default 0.25; doubles, with jitter)
-``timeout``         remote  connect / read timeout in seconds (default 60)
-``token``           http    bearer token (default ``$SHARDSTREAM_TOKEN``)
-``headers``         http    extra request headers (dict)
-``endpoint_url``    s3      e.g. ``http://127.0.0.1:9000`` -> ``endpoint_override``
-``key``             s3      access key id -> ``access_key``
-``secret``          s3      secret access key -> ``secret_key``
-``session_token``   s3      -> ``session_token``
-``region``          s3      -> ``region``
-``anon``            s3      ``True``: unsigned requests -> ``anonymous``
-==================  ======  =================================================================
+======================  ======  =============================================================
+key                     for     meaning
+======================  ======  =============================================================
+``retries``             remote  retries of a transient failure (default 5; 0 = try once)
+``retry_wait``          remote  first back-off wait in seconds (default 0.25; doubles, with jitter)
+``timeout``             remote  connect / read timeout in seconds (default 60)
+``token``               http    bearer token (:func:`with_token` adds ``$SHARDSTREAM_TOKEN``)
+``token_origin``        http    ``scheme://host:port`` the token is for (set by :func:`with_token`)
+``allow_http_token``    http    ``True``: send the token over plain http to a non-loopback host
+``headers``             http    extra request headers (dict)
+``endpoint_url``        s3      e.g. ``http://127.0.0.1:9000`` -> ``endpoint_override``
+``key``                 s3      access key id -> ``access_key``
+``secret``              s3      secret access key -> ``secret_key``
+``session_token``       s3      -> ``session_token``
+``region``              s3      -> ``region``
+``anon``                s3      ``True``: unsigned requests -> ``anonymous``
+======================  ======  =============================================================
 
 Failures: a missing object, bucket or URL, and access denied (HTTP 401/403/404/410, S3
 NoSuchKey/NoSuchBucket/AccessDenied) raise :class:`NotFoundError` at once, naming the URL and
@@ -41,7 +43,9 @@ from __future__ import annotations
 
 import os
 
+from .. import config
 from ..errors import InputError
+from . import http
 from .local import atomic_write as atomic_write_local
 from .location import is_remote, join, local_path, resolve
 from .s3 import settings as s3_settings
@@ -132,17 +136,30 @@ def remove(location, storage_options=None) -> None:
 
 
 def with_token(location, storage_options=None, token=None) -> dict | None:
-    """``storage_options`` with an HTTP bearer ``token`` added (unchanged when token is None).
+    """``storage_options`` for reading the user-named ``location``, with its bearer token bound.
 
-    ``token`` is for http(s) locations only; for others it is an :class:`InputError` (S3 takes
-    its credentials from the AWS settings or ``storage_options``).
+    For an http(s) location the token is ``token``, else ``storage_options["token"]``, else
+    ``$SHARDSTREAM_TOKEN``; it is bound to the location's scheme, host and port
+    (``token_origin``), so it is never sent anywhere else (see :mod:`.http`).  For other
+    locations an explicit ``token`` is an :class:`InputError` (S3 takes its credentials from
+    the AWS settings or ``storage_options``) and ``$SHARDSTREAM_TOKEN`` is not used.
     """
-    if token is None:
+    loc = os.fspath(location)
+    if resolve(loc)[0] is not http:
+        if token is not None:
+            raise InputError(f"token= is an HTTP bearer token, but {loc} is not an http(s) "
+                             f"location; for S3 use the AWS settings or storage_options "
+                             f"(see docs/storage.md)")
         return storage_options
-    if resolve(location)[0].NAME != "http":
-        raise InputError(f"token= is an HTTP bearer token, but {os.fspath(location)} is not an "
-                         f"http(s) location; for S3 use the AWS settings or storage_options "
-                         f"(see docs/storage.md)")
-    if not isinstance(token, str) or not token:
-        raise InputError("token= must be a non-empty string")
-    return {**(storage_options or {}), "token": token}
+    opts = dict(storage_options or {})
+    if token is not None:
+        if not isinstance(token, str) or not token:
+            raise InputError("token= must be a non-empty string")
+        opts["token"] = token
+    elif not opts.get("token"):
+        if config.token() is None:
+            return storage_options
+        opts["token"] = config.token()
+    opts.setdefault("token_origin", http.origin(loc))
+    http.bearer(loc, opts)          # refuses clear-text http to another host now, not later
+    return opts

@@ -1,35 +1,17 @@
 """The shard cache: remote shards fetched whole, verified, and shared by the processes of a machine.
 
 :class:`ShardFetcher` turns "shard ``i`` of this split" into a local file holding exactly the
-bytes the manifest promises:
+bytes the manifest promises: for a local (or ``file://``) split the shard file itself, checked
+once per file version (:mod:`.checked`); for a remote one a file in the cache directory
+(``cache_dir=``, else ``$SHARDSTREAM_CACHE_DIR``, else the user cache folder), downloaded once per
+machine to a temp file, checked (size, sha256; a mismatch is fetched once more, then a
+:class:`ShardError`) and only then renamed to ``shards/<hash of URL>-<sha256 prefix>-<name>``.
 
-- a local (or ``file://``) split: the shard file itself; nothing is copied;
-- a remote split (``http(s)://``, ``s3://``): a file in the cache directory, downloaded once per
-  machine.  The download goes to a temp file in the cache directory, its size and sha256 are
-  checked against the manifest, and only then is it renamed to its final name.  A mismatch is
-  fetched once more; a second mismatch is a :class:`ShardError` naming the shard and the URL.
-  Bad bytes are never left under a final name.
-
-Cache directory: ``cache_dir=``, else ``$SHARDSTREAM_CACHE_DIR``, else
-``platformdirs.user_cache_dir("shardstream")``.  Files are named
-``shards/<hash of the shard's URL>-<sha256 prefix>-<shard name>``, so a changed dataset never
-reuses stale bytes.
-
-Sharing between processes (DataLoader workers, several training jobs): every shard has a lock
-file (``locks/<same name>.lock``).  A process holds a *shared* ``flock`` on it while it uses the
-shard (from :meth:`ShardFetcher.local_file` until :meth:`ShardFetcher.release`), and an
-*exclusive* one while downloading it, so exactly one process downloads a shard while the others
-wait for it, and no process deletes a shard another one is using.
-
-``cache_limit`` (bytes, or a string such as ``"2GB"`` / ``"512MiB"``) bounds the bytes of the
-shard files in the cache directory.  Before a download, least-recently-used shards (by file
-modification time, refreshed on every use) that no process is using and that this process has
-not asked to prefetch are deleted until the new shard fits, and again whenever a shard is
-released.  Shards in use are never deleted, so while the shards in use alone exceed the limit the
-cache grows past it by those shards (and shrinks back as they are released); prefetching never
-does (a shard that does not fit is left to be fetched when it is needed).  A limit smaller than
-the largest shard is an
-:class:`InputError` at construction.
+Processes share the cache through one lock file per shard: a *shared* ``flock`` while a shard is
+in use (:meth:`~ShardFetcher.local_file` until :meth:`~ShardFetcher.release`), an *exclusive* one
+while downloading it.  ``cache_limit`` bounds the shard bytes: least-recently-used shards that no
+process uses are deleted to make room; shards in use never are.  The whole story, with every
+rule: docs/storage.md, "The shard cache".
 """
 
 from __future__ import annotations
@@ -46,6 +28,7 @@ from ..errors import InputError, NotFoundError, ShardError, StorageError
 from ..units import human_bytes, parse_size
 from . import read_bytes, with_token
 from .cachedir import evict, remove_stale_temps, touch
+from .checked import CheckedFiles, marker_folder
 from .local import atomic_write
 from .location import is_remote, join, local_path
 
@@ -58,12 +41,11 @@ class ShardFetcher:
     ``cache_limit``: see the module docs; ``token``: HTTP bearer token (http(s) locations only;
     default ``$SHARDSTREAM_TOKEN``).
 
-    Safe to use from several threads, and from forked or spawned worker processes (each makes
-    its own thread pool and locks).
+    Safe to use from several threads, and from forked or spawned worker processes.
     """
 
     def __init__(self, location, manifest, fmt, *, storage_options=None, cache_dir=None,
-                 cache_limit=None, token=None):
+                 cache_limit=None, token=None, check=True):
         self.location = str(location)
         self.manifest = manifest
         self.fmt = fmt
@@ -76,11 +58,14 @@ class ShardFetcher:
         self.storage_options = dict(with_token(self.location, storage_options, token)
                                     or {})
         self.cache_limit = parse_size(cache_limit)
+        cache_root = os.path.abspath(os.path.expanduser(cache_dir or config.cache_dir()))
+        self.check = bool(check)
+        self._checked = CheckedFiles(marker_folder(cache_root) if self.check else None)
         if not self.remote:
             self.cache_dir = None
             self._local = local_path(self.location)
             return
-        self.cache_dir = os.path.abspath(os.path.expanduser(cache_dir or config.cache_dir()))
+        self.cache_dir = cache_root
         if self.cache_limit is not None and self.shards:
             largest = max(s.bytes for s in self.shards)
             if self.cache_limit < largest:
@@ -150,7 +135,15 @@ class ShardFetcher:
         """
         i = self._index(shard_index)
         if not self.remote:
-            return os.path.join(self._local, self.shards[i].name)
+            path = os.path.join(self._local, self.shards[i].name)
+            if self.check:
+                info = self.shards[i]
+                try:
+                    self._checked.check(path, info.bytes, info.sha256,
+                                        f"shard {info.name} of {self.location}")
+                except FileNotFoundError:
+                    pass                # the reader names the missing file
+            return path
         self._check_pid()
         with self._mutex:
             failed = self._failed.pop(i, None)
@@ -255,8 +248,11 @@ class ShardFetcher:
                             f"writable "
                             f"folder with room")
 
+    def _lock_path(self, i) -> str:
+        return os.path.join(self._lock_dir, self._names[i] + ".lock")
+
     def _open_lock(self, i) -> int:
-        path = os.path.join(self._lock_dir, self._names[i] + ".lock")
+        path = self._lock_path(i)
         try:
             return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as exc:
@@ -265,8 +261,11 @@ class ShardFetcher:
 
     def _valid(self, i) -> bool:
         path = os.path.join(self._shard_dir, self._names[i])
+        info = self.shards[i]
         try:
-            ok = os.stat(path).st_size == self.shards[i].bytes
+            ok = os.stat(path).st_size == info.bytes
+            if ok and self.check:
+                ok = self._checked.holds(path, info.sha256)      # a file changed in the cache?
         except FileNotFoundError:
             return False
         if not ok:           # only a foreign hand can do this; never trust it
@@ -296,9 +295,8 @@ class ShardFetcher:
         """Make shard i present and valid; keep a shared lock on it if ``pin``."""
         with self._mutex:
             if i in self._pins:
-                path = os.path.join(self._shard_dir, self._names[i])
                 if pin:
-                    touch(path)
+                    touch(self._lock_path(i))
                 return
         fd = self._open_lock(i)
         try:
@@ -323,7 +321,7 @@ class ShardFetcher:
                                 self._failed[i] = exc
                         raise
                 fcntl.flock(fd, fcntl.LOCK_SH)
-            touch(os.path.join(self._shard_dir, self._names[i]))
+            touch(self._lock_path(i))         # its lock's mtime: the shard's last use (LRU)
             if pin:
                 with self._mutex:
                     old = self._pins.get(i)
@@ -352,6 +350,7 @@ class ShardFetcher:
             except OSError as exc:
                 raise self._cache_error(f"caching shard {info.name} of {self.location}",
                                         exc) from exc
+            self._checked.remember(final, info.sha256)
             return
         raise ShardError(f"shard {info.name} fetched from {url} does not match the manifest "
                          f"(twice): {problem}; the data at the location is damaged or was "
@@ -359,12 +358,9 @@ class ShardFetcher:
                          f"{self.location}` and re-upload the shard")
 
     def _make_room(self, need, i, *, strict) -> bool:
-        """Evict LRU shards until ``need`` more bytes (for shard ``i``, or None) fit the limit.
-
-        Never evicts a shard in use (by any process) or queued for prefetch here.  Returns False
-        when ``strict`` and the room cannot be made; without ``strict`` it proceeds anyway (the
-        shards in use are needed; the limit is exceeded only by them).
-        """
+        """Evict LRU shards until ``need`` more bytes (for shard ``i``, or None) fit the limit;
+        never one in use (by any process) or queued for prefetch here.  False when ``strict``
+        and the room cannot be made (otherwise the shards in use exceed the limit)."""
         if self.cache_limit is None:
             return True
         with self._mutex:
@@ -382,7 +378,11 @@ class ShardFetcher:
                     except FileNotFoundError:
                         continue
                     total += st.st_size
-                    entries.append((st.st_mtime, entry.name, st.st_size))
+                    try:                        # last use: the lock file's mtime
+                        used = os.stat(os.path.join(self._lock_dir, entry.name + ".lock")).st_mtime
+                    except OSError:
+                        used = st.st_mtime
+                    entries.append((used, entry.name, st.st_size))
         except OSError as exc:
             raise self._cache_error("listing the shard cache", exc) from exc
         if total + need <= self.cache_limit:

@@ -27,7 +27,8 @@ def remove_stale_temps(folder):
 
 
 def touch(path):
-    """Mark a cached file as just used (its mtime orders the LRU eviction)."""
+    """Mark a cached shard as just used (its lock file's mtime orders the LRU eviction; the
+    shard file itself is left alone, so its version stays the one that was checked)."""
     try:
         os.utime(path)
     except OSError:

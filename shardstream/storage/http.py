@@ -1,22 +1,29 @@
 """The http(s) backend (read-only): fsspec's aiohttp ``HTTPFileSystem`` and its event loop.
 
-A bearer token (``storage_options={"token": ...}`` or ``$SHARDSTREAM_TOKEN``) is sent as
-``Authorization: Bearer <token>``.  Listing reads the links of the server's index page.
+A bearer token (``storage_options={"token": ...}``; :func:`shardstream.storage.with_token` adds
+``$SHARDSTREAM_TOKEN`` for the locations a user names) is sent as ``Authorization: Bearer
+<token>`` only to the scheme, host and port it was given for (``token_origin``, set by
+``with_token``; else the URL being read): never to another origin, and — since aiohttp drops the
+header on a redirect to another origin — never after such a redirect.  Over plain ``http://`` it
+is sent only to a loopback host unless ``allow_http_token=True``.  Listing reads the links of the
+server's index page.
 """
 
 from __future__ import annotations
 
 import asyncio
-from urllib.parse import unquote
+import ipaddress
+from urllib.parse import unquote, urlsplit
 
 from .. import config
-from ..errors import StorageError
+from ..errors import InputError, StorageError
 from .clients import cached
 from .retry import Fatal, Missing, Transient, retrying
 
 NAME = "http"
 SCHEMES = ("http", "https")
-OPTION_KEYS = ("retries", "retry_wait", "timeout", "token", "headers")
+OPTION_KEYS = ("retries", "retry_wait", "timeout", "token", "token_origin", "allow_http_token",
+               "headers")
 HINT = ("check the URL's path and, if the server needs one, the bearer token "
         f"(storage_options={{'token': ...}} or ${config.TOKEN_ENV})")
 
@@ -25,8 +32,43 @@ def to_path(location: str) -> str:
     return location
 
 
-def _fs(opts):
-    token = opts.get("token") or config.token()
+def origin(url: str) -> str:
+    """``scheme://host:port`` of a URL (default ports made explicit, names lower-cased)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError:
+        raise InputError(f"{url}: not a valid URL (bad port)") from None
+    host = (parts.hostname or "").lower()
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def bearer(url: str, opts: dict) -> str | None:
+    """The token to send with a request for ``url``, or None (see the module doc)."""
+    token = opts.get("token")
+    if not token or origin(url) != opts.get("token_origin", origin(url)):
+        return None
+    parts = urlsplit(url)
+    if (parts.scheme.lower() == "http" and not _loopback((parts.hostname or "").lower())
+            and not opts.get("allow_http_token")):
+        raise InputError(f"refusing to send the bearer token in clear text to {origin(url)}: "
+                         f"use https://, or pass storage_options={{'allow_http_token': True}} "
+                         f"if that network is private")
+    return token
+
+
+def _fs(opts, url):
+    token = bearer(url, opts)
     headers = dict(opts.get("headers") or {})
     headers.setdefault("Accept-Encoding", "identity")
     if token:
@@ -122,12 +164,12 @@ def _head(fs, url):
 
 
 def read(location, url, opts) -> bytes:
-    fs = _fs(opts)
+    fs = _fs(opts, url)
     return retrying(location, opts, "reading", lambda: _get(fs, url), classify, HINT)
 
 
 def open_read(location, url, opts):
-    fs = _fs(opts)
+    fs = _fs(opts, url)
 
     def attempt():
         if _head(fs, url) is None:
@@ -144,7 +186,7 @@ def write(location, url, data, opts) -> None:
 
 
 def size(location, url, opts) -> int:
-    fs = _fs(opts)
+    fs = _fs(opts, url)
 
     def attempt():
         n = _head(fs, url)
@@ -158,13 +200,13 @@ def size(location, url, opts) -> int:
 
 
 def exists(location, url, opts) -> bool:
-    fs = _fs(opts)
+    fs = _fs(opts, url)
     return retrying(location, opts, "checking", lambda: _head(fs, url) is not None, classify,
                     HINT)
 
 
 def listdir(location, url, opts) -> list[str]:
-    fs = _fs(opts)
+    fs = _fs(opts, url)
     base = url.rstrip("/") + "/"
 
     def attempt():

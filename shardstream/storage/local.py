@@ -12,7 +12,8 @@ from ..errors import NotFoundError, StorageError
 NAME = "local"
 SCHEMES = ("file",)
 #: local calls accept every backend's keys, so one options dict serves any location
-OPTION_KEYS = ("retries", "retry_wait", "timeout", "token", "headers", "endpoint_url", "key",
+OPTION_KEYS = ("retries", "retry_wait", "timeout", "token", "token_origin", "allow_http_token",
+               "headers", "endpoint_url", "key",
                "secret", "session_token", "region", "anon")
 
 

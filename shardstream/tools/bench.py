@@ -25,6 +25,7 @@ import time
 
 import numpy as np
 
+from .. import storage
 from ..errors import InputError
 from ..loaders.execute import open_stream
 from ..loaders.plan import plan_epoch
@@ -54,7 +55,7 @@ def _check(frameworks, batch_sizes, workers, epochs):
 
 
 def epoch_runner(framework, location, *, batch_size, workers=0, resize=None, format="auto",
-                 seed=0):
+                 seed=0, token=None):
     """A function ``run(epoch) -> iterable of (X, y)`` for one loader configuration.
 
     torch: one :func:`torch_loader` (``num_workers=workers``), ``set_epoch(epoch)`` per call.
@@ -67,7 +68,7 @@ def epoch_runner(framework, location, *, batch_size, workers=0, resize=None, for
         from ..loaders.torch_loader import torch_loader  # noqa: PLC0415 - the framework only when asked for
 
         loader = torch_loader(location, batch_size=batch_size, resize=resize, format=format,
-                              seed=seed, num_workers=workers)
+                              seed=seed, num_workers=workers, token=token)
 
         def run(epoch):
             loader.set_epoch(epoch)
@@ -80,7 +81,7 @@ def epoch_runner(framework, location, *, batch_size, workers=0, resize=None, for
         def build(epoch):
             return tf_dataset(location, batch_size=batch_size, resize=resize, format=format,
                               seed=seed, epoch=epoch, reshuffle_each_iteration=True,
-                              num_parallel=max(workers, 1))
+                              num_parallel=max(workers, 1), token=token)
 
         current = {"epoch": 0, "ds": build(0)}  # checks the arguments now, like torch's
 
@@ -105,7 +106,7 @@ def time_epoch(loader):
 
 
 def bench(location, frameworks=FRAMEWORKS, batch_sizes=(64,), workers=(0,), epochs=3, resize=None,
-          format="auto", seed=0, profile=False):
+          format="auto", seed=0, profile=False, token=None):
     """Time ``epochs`` epochs per (framework, batch size, workers); returns one dict per row:
     framework, batch_size, workers, epochs (list of seconds), seconds (median), samples,
     samples_per_s (samples / median), resize, format.
@@ -123,14 +124,15 @@ def bench(location, frameworks=FRAMEWORKS, batch_sizes=(64,), workers=(0,), epoc
         for b in batch_sizes:
             for w in workers:
                 run = epoch_runner(fw, location, batch_size=b, workers=w, resize=resize,
-                                   format=format, seed=seed)
+                                   format=format, seed=seed, token=token)
                 times, parts = [], []
                 for e in range(epochs):
                     seconds, samples = time_epoch(run(e))
                     times.append(seconds)
                     if profile and w == 0:
                         parts.append(profile_epoch(location, batch_size=b, resize=resize,
-                                                   format=format, seed=seed, epoch=e))
+                                                   format=format, seed=seed, epoch=e,
+                                                   token=token))
                 med = statistics.median(times)
                 row = dict(framework=fw, batch_size=b, workers=w, epochs=times, seconds=med,
                            samples=samples,
@@ -145,7 +147,8 @@ def bench(location, frameworks=FRAMEWORKS, batch_sizes=(64,), workers=(0,), epoc
     return rows
 
 
-def profile_epoch(location, *, batch_size, resize=None, format="auto", seed=0, epoch=0):
+def profile_epoch(location, *, batch_size, resize=None, format="auto", seed=0, epoch=0,
+                  token=None):
     """Where one epoch's time goes inside the execution core, measured in this process.
 
     Reads every shard of the epoch's plan (shuffled, ``seed``/``epoch``) and executes all its
@@ -160,7 +163,7 @@ def profile_epoch(location, *, batch_size, resize=None, format="auto", seed=0, e
     Also returns ``plan`` (computing the plan) and ``samples``. The framework handoff is what a
     measured epoch takes beyond the sum of these (see :func:`bench`).
     """
-    source = open_stream(location, format=format)
+    source = open_stream(location, format=format, token=token)
     manifest = source.manifest
     t = {"plan": 0.0, "read": 0.0, "decode": 0.0, "gather": 0.0, "resize": 0.0}
     tic = time.perf_counter()
@@ -217,12 +220,12 @@ def format_table(rows, num_epochs):
 
 
 def bench_command(location, frameworks=FRAMEWORKS, batch_sizes=(64,), workers=(0,), epochs=3,
-                  resize=None, format="auto", profile=False, as_json=False):
+                  resize=None, format="auto", profile=False, as_json=False, token=None):
     """``shardstream bench``: run :func:`bench` (with the breakdown for ``--profile``), print
     the table (or, with ``--json``, one JSON list of the rows). Returns the rows."""
-    manifest = load_manifest(location)
+    manifest = load_manifest(location, storage.with_token(location, None, token))
     rows = bench(location, frameworks, batch_sizes, workers, epochs, resize=resize, format=format,
-                 profile=profile)
+                 profile=profile, token=token)
     if as_json:
         print(json.dumps(rows, indent=1))
         return rows

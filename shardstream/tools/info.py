@@ -7,6 +7,7 @@ import sys
 
 from tqdm import tqdm
 
+from .. import storage
 from ..errors import ManifestError
 from ..shards.manifest import MANIFEST_NAME, Manifest, find_splits, load_manifest
 from ..shards.verify import verify
@@ -19,18 +20,19 @@ def _no_splits(location):
                          f"or check the location")
 
 
-def verify_command(location: str, quiet: bool = False) -> int:
+def verify_command(location: str, quiet: bool = False, token: str | None = None) -> int:
     """``shardstream verify``: verify the split at ``location``, or every split below a local
     folder; prints each problem (naming the shard) and a line per split; returns the exit
     status, 0 when everything matches, 1 otherwise."""
-    splits = find_splits(location)
+    opts = storage.with_token(location, None, token)
+    splits = find_splits(location, opts)
     if not splits:
         raise _no_splits(location)
     manifests = {}
     bad = 0
     for split in splits:
         try:
-            manifests[split] = load_manifest(split)
+            manifests[split] = load_manifest(split, opts)
         except ManifestError as exc:
             print(f"{split}: FAILED: {exc}")
             bad += 1
@@ -38,7 +40,7 @@ def verify_command(location: str, quiet: bool = False) -> int:
     with tqdm(total=total, unit="shard", desc="verify", disable=quiet or None,
               file=sys.stderr, leave=False) as bar:
         for split, manifest in manifests.items():
-            problems = verify(split, manifest=manifest, bar=bar)
+            problems = verify(split, opts, manifest=manifest, bar=bar)
             name = split
             if problems:
                 bad += 1
@@ -81,14 +83,15 @@ def info_dict(manifest: Manifest, location: str) -> dict:
     }
 
 
-def print_info(location: str, as_json: bool = False) -> None:
+def print_info(location: str, as_json: bool = False, token: str | None = None) -> None:
     """``shardstream info``: print a summary of the split at ``location`` — samples, classes
     with counts, shards per format with bytes, encoding, image shape, synthetic or not — as a
     table, or as JSON (:func:`info_dict`)."""
+    opts = storage.with_token(location, None, token)
     try:
-        manifest = load_manifest(location)
+        manifest = load_manifest(location, opts)
     except ManifestError:
-        splits = find_splits(location)
+        splits = find_splits(location, opts)
         if not splits or splits == [location]:
             raise
         raise ManifestError(f"{location} is not a split but holds "
