@@ -438,3 +438,11 @@ def _private_cache_dir(tmp_path_factory):
         os.environ.pop("SHARDSTREAM_CACHE_DIR", None)
     else:
         os.environ["SHARDSTREAM_CACHE_DIR"] = old
+
+
+# Property tests run derandomized (every run, CI included, draws the same examples), so a
+# failure reproduces; examples are not stored between runs.
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("shardstream", derandomize=True, database=None)
+_hypothesis_settings.load_profile("shardstream")

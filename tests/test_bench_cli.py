@@ -16,6 +16,20 @@ def _json_rows(capsys, argv):
     return json.loads(capsys.readouterr().out)
 
 
+def test_bench_reports_the_clock_it_reads(train_split, monkeypatch):
+    # a clock that advances 0.25 s per reading: every epoch takes exactly 0.25 s
+    import types
+
+    from shardstream.tools import bench as bench_mod
+
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(bench_mod, "time",
+                        types.SimpleNamespace(perf_counter=lambda: 0.25 * next(ticks)))
+    (row,) = bench_mod.bench(train_split, ["torch"], [300], [0], epochs=3)
+    assert row["epochs"] == [0.25, 0.25, 0.25] and row["seconds"] == 0.25
+    assert row["samples"] == 1000 and row["samples_per_s"] == 4000.0
+
+
 def test_bench_rows_for_each_framework_batch_size_and_worker_count(train_split, capsys):
     rows = _json_rows(capsys, ["bench", train_split, "--framework", "torch,tf",
                                "--batch-size", "1,300", "--workers", "0", "--epochs", "2",

@@ -28,10 +28,18 @@ def test_demo_quick(tmp_path, capsys):
         assert im.width == 8 * 150
         assert np.asarray(im.convert("L")).std() > 20
     # the timing table: our two loaders and the book's two pipelines, seconds per epoch
+    # each row: seconds per epoch, then that time over the torch loader's ("vs ours")
+    seconds, ratios = {}, {}
     for name in ("shardstream torch_loader", "shardstream tf_dataset", "book torch",
                  "book tf.data"):
         line = next(line for line in text.splitlines() if name in line)
-        assert float(line.split(" s ")[0].split()[-1]) > 0
+        before, after = line.split(" s ", 1)
+        seconds[name] = float(before.split()[-1])
+        ratios[name] = float(after.split()[0].rstrip("x"))
+    ours = seconds["shardstream torch_loader"]
+    assert ours > 0 and ratios["shardstream torch_loader"] == 1.0
+    for name in seconds:    # printed with 2 and 1 decimals: agree within the rounding
+        assert abs(ratios[name] - seconds[name] / ours) <= 0.05 + 0.005 * ratios[name] / ours
     assert "extrapolated" in text
 
 

@@ -4,8 +4,10 @@ never raise anything but ShardError / ManifestError.  Bounded: a few hundred exa
 
 import io
 import json
+import tarfile
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -41,6 +43,31 @@ def _check_result(payloads, labels, encoding):
         assert payloads.dtype == np.uint8 and payloads.shape == (N,) + SHAPE
     else:
         assert len(payloads) == N
+
+
+def _tar_oracle(blob, encoding):
+    """What Python's own tarfile and numpy read from the bytes: (payloads, labels) in member
+    order, payloads uint8 (N, H, W, C) for npy or the PNG byte strings."""
+    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:") as tf:
+        members = {m.name: tf.extractfile(m).read() for m in tf.getmembers() if m.isfile()}
+    keys = [f"{5 + i:09d}" for i in range(N)]
+    labels = np.array([int(members[f"{k}.cls"]) for k in keys], dtype=np.int64)
+    if encoding == "npy":
+        payloads = np.stack([np.load(io.BytesIO(members[f"{k}.npy"]), allow_pickle=False)
+                             for k in keys])
+    else:
+        payloads = [members[f"{k}.png"] for k in keys]
+    return payloads, labels
+
+
+def _same_content(got, oracle, encoding):
+    """A shard that parses says what an independent reader of the same bytes says."""
+    (payloads, labels), (want_payloads, want_labels) = got, oracle
+    assert np.array_equal(labels, want_labels)
+    if encoding == "npy":
+        assert np.array_equal(payloads, want_payloads.reshape(payloads.shape))
+    else:
+        assert [bytes(p) for p in payloads] == list(want_payloads)
 
 
 def _mutate(raw, data):
@@ -87,6 +114,7 @@ def test_tar_reader_mutated_shard(encoding, data):
         assert str(exc).startswith("f.tar: ")
         return
     _check_result(payloads, labels, encoding)
+    _same_content((payloads, labels), _tar_oracle(blob, encoding), encoding)
     if encoding == "png":  # PNG decoding of mutated bytes: a valid image or ShardError
         try:
             images = decode_pngs(payloads, SHAPE, "f.tar", 5)
@@ -107,6 +135,14 @@ def test_parquet_reader_mutated_shard(encoding, data):
         assert str(exc).startswith("f.parquet: ")
         return
     _check_result(payloads, labels, encoding)
+    table = pq.read_table(io.BytesIO(blob))
+    want_labels = np.asarray(table.column("label").to_pylist(), dtype=np.int64)
+    images = table.column("image").to_pylist()
+    if encoding == "npy":
+        want = np.frombuffer(b"".join(images), dtype=np.uint8).reshape((N,) + SHAPE)
+    else:
+        want = [im["bytes"] for im in images]
+    _same_content((payloads, labels), (want, want_labels), encoding)
 
 
 def _manifest_dict():

@@ -124,7 +124,8 @@ def test_corrupt_png_sample_names_the_sample(loader_splits, tmp_path):
     at = [i for i in range(len(data)) if data.startswith(b"\x89PNG", i)][10]
     data[at + 8: at + 24] = bytes(16)           # wipe the IHDR chunk of the 11th sample
     (broken / name).write_bytes(bytes(data))
-    loader = ss.torch_loader(str(broken), batch_size=50, format="tar", num_workers=0)
+    loader = ss.torch_loader(str(broken), batch_size=50, format="tar", num_workers=0,
+                             check_shards=False)     # the PNG decoder's own message
     with pytest.raises(ShardError, match=f"{name[:-4]}.*{2 * 128 + 10:09d}"):
         for _ in loader:
             pass

@@ -27,7 +27,14 @@ from ..errors import InputError, ManifestError, NotFoundError
 from ..shards.formats import write_shard
 from ..shards.imagecodec import encode_png
 from ..shards.manifest import Manifest, ShardInfo
-from ..shards.names import ENCODINGS, FORMATS, MANIFEST_NAME, sample_key, shard_name
+from ..shards.names import (
+    ENCODINGS,
+    FORMATS,
+    MANIFEST_NAME,
+    is_plain_name,
+    sample_key,
+    shard_name,
+)
 from ..shards.parquetshard import write_parquet
 from ..shards.tarshard import write_tar
 
@@ -138,10 +145,21 @@ def _encode_shard(fmt, first_id, images, labels, encoding, classes, pngs) -> byt
     return buf.getvalue()
 
 
+def check_names(dataset: str, split: str) -> None:
+    """InputError unless ``dataset`` and ``split`` are plain folder names (the one rule of
+    :func:`~shardstream.shards.names.is_plain_name`, which the server also applies)."""
+    for what, name in (("dataset name (--name)", dataset), ("split name", split)):
+        if not is_plain_name(name):
+            raise InputError(f"{what} {name!r} cannot be a folder of the output: use letters, "
+                             f"digits, '-', '_' (no '/', '\\', '..', leading '.', or a temp "
+                             f"suffix such as '.tmp')")
+
+
 def target_header(dataset, split, images, labels, classes, source, *, formats, shard_size,
                   encoding) -> dict:
     """The manifest fields of a conversion known before any shard is written (what
     :func:`check_target` compares): ``images`` uint8 (N, H, W[, C]), ``labels`` int (N,)."""
+    check_names(dataset, split)
     images, labels = np.asarray(images), np.asarray(labels)
     n = len(labels)
     shape = tuple(int(d) for d in images.shape[1:])
@@ -165,6 +183,7 @@ def write_split(out_location: str, dataset: str, split: str, images: np.ndarray,
     ``[0, len(classes))``; ``source``: JSON-able dict recorded in the manifest (must hold
     ``"synthetic": bool``).  See the module doc for overwrite and clean-up rules.
     """
+    check_names(dataset, split)
     formats = check_args(formats, shard_size, encoding)
     images = np.asarray(images)
     if images.ndim == 3:

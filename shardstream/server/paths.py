@@ -5,11 +5,7 @@ from __future__ import annotations
 import os
 from urllib.parse import quote, unquote_to_bytes
 
-TEMP_SUFFIXES = (".tmp", ".part", "~")
-
-
-
-
+from ..shards.names import is_plain_name
 
 # ---------------------------------------------------------------------------------------------
 # paths
@@ -25,8 +21,10 @@ class Reject(Exception):
 
 
 def is_hidden(name: str) -> bool:
-    """Hidden or temporary names are never served (``.x``, ``x.tmp``, ``x.part``, ``x~``)."""
-    return name.startswith(".") or name.endswith(TEMP_SUFFIXES)
+    """Names that are never served: every name that is not plain (hidden ``.x``, temporary
+    ``x.tmp`` / ``x.part`` / ``x~``, ``..`` inside, over 255 characters; the one rule of
+    :func:`shardstream.shards.names.is_plain_name`)."""
+    return not is_plain_name(name)
 
 
 def split_request_path(raw_path: str) -> tuple[list[str], bool]:

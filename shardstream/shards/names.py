@@ -50,10 +50,15 @@ def check_format(fmt):
 
 # a plain file name: no path separators, no control characters, not hidden, at most 255 chars
 _PLAIN_NAME = re.compile(r"[^./\\\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]{0,254}\Z")
+#: names ending so are files being written (temp files), never finished data
+TEMP_SUFFIXES = (".tmp", ".part", "~")
 
 
 def is_plain_name(name) -> bool:
-    """True for a name that may stand for a shard or manifest file: a string of at most 255
-    characters with no path separator, no control character, no ``..``, not starting with
-    ``.`` (hidden).  The converter, the manifest and the server share this one rule."""
-    return isinstance(name, str) and bool(_PLAIN_NAME.match(name)) and ".." not in name
+    """True for a name that may stand for a dataset, split, shard or manifest: a string of at
+    most 255 characters with no path separator, no control character, no ``..``, not starting
+    with ``.`` (hidden) and not ending like a temp file (:data:`TEMP_SUFFIXES`).  The converter
+    (dataset and split names), the manifest (shard names) and the server (every path segment
+    and listed entry) share this one rule."""
+    return (isinstance(name, str) and bool(_PLAIN_NAME.match(name)) and ".." not in name
+            and not name.endswith(TEMP_SUFFIXES))
