@@ -142,10 +142,13 @@ class FaultProxy:
     - ``"error"``: answers 503 (or ``status``) without contacting the target;
     - ``"slow"``: sends the body in small pieces with ``delay`` seconds between them;
     - ``"corrupt"``: flips one byte in the middle of the body;
-    - ``"deny"``: answers 403.
+    - ``"deny"``: answers 403;
+    - ``"stall"``: says nothing for ``delay`` seconds (a connection that hangs), then closes it.
 
-    ``set_fault(kind, times, match, ...)`` arms it for the next ``times`` matching requests
-    (None = every one).  ``.requests`` counts all requests per path, ``.faults`` those faulted.
+    ``set_fault(kind, times, match, ..., methods=("GET",), body=None)`` arms it for the next
+    ``times`` matching requests (None = every one) of those methods; ``body``: the text of an
+    ``"error"`` answer (e.g. S3's XML for ``SlowDown``).  ``.requests`` counts all requests per
+    path, ``.faults`` those faulted.
     """
 
     def __init__(self, target):
@@ -157,6 +160,7 @@ class FaultProxy:
 
         self.target = target.rstrip("/")
         self.requests = collections.Counter()
+        self.requests_by_method = collections.Counter()
         self.faults = 0
         self.set_fault(None)
         self._lt = _LoopThread()
@@ -164,20 +168,29 @@ class FaultProxy:
         async def handle(request):
             path = request.path_qs
             self.requests[request.path] += 1
+            self.requests_by_method[request.method] += 1
             fault = None
-            if (self.kind and request.method == "GET" and self.match in request.path
+            if (self.kind and request.method in self.methods and self.match in request.path
                     and (self.times is None or self.times > 0)):
                 fault = self.kind
                 if self.times is not None:
                     self.times -= 1
                 self.faults += 1
             if fault == "error":
-                return web.Response(status=self.status, text="injected failure")
+                await request.read()
+                return web.Response(status=self.status, text=self.body or "injected failure",
+                                    content_type="application/xml" if self.body else "text/plain")
+            if fault == "stall":
+                await asyncio.sleep(self.delay)
+                request.transport.close()
+                return web.Response(status=500)
             if fault == "deny":
                 return web.Response(status=403, text="injected denial")
             headers = {k: v for k, v in request.headers.items()
                        if k.lower() not in ("host", "content-length", "transfer-encoding")}
             body = await request.read()
+            if fault == "slow" and request.method != "GET":     # a slow upload: wait first
+                await asyncio.sleep(self.delay)
             async with self._session.request(request.method, self.target + path, headers=headers,
                                              data=body or None, allow_redirects=False) as up:
                 data = await up.read()
@@ -215,7 +228,7 @@ class FaultProxy:
 
         async def start():
             self._session = aiohttp.ClientSession(auto_decompress=False)
-            self._runner = web.AppRunner(app, access_log=None)
+            self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
             await self._runner.setup()
             site = web.TCPSite(self._runner, "127.0.0.1", 0)
             await site.start()
@@ -224,10 +237,11 @@ class FaultProxy:
         self.port = self._lt.run(start())
         self.url = f"http://127.0.0.1:{self.port}"
 
-    def set_fault(self, kind, times=None, match="", status=503, delay=0.05):
+    def set_fault(self, kind, times=None, match="", status=503, delay=0.05, methods=("GET",),
+                  body=None):
         """Arm a fault (see the class doc); ``set_fault(None)`` disarms."""
         self.kind, self.times, self.match = kind, times, match
-        self.status, self.delay = status, delay
+        self.status, self.delay, self.methods, self.body = status, delay, methods, body
 
     def close(self):
         async def stop():

@@ -4,7 +4,8 @@ Public operations — each resolves the location once (:func:`.location.resolve`
 same-named function of that backend (``local``, ``http``, ``s3``; adding a backend is adding
 one module to :data:`.location.BACKENDS`):
 
-- :func:`read_bytes`, :func:`open_read` (a binary stream), :func:`write_bytes` (atomic),
+- :func:`read_bytes`, :func:`open_read` (a binary stream), :func:`download` (streamed into a
+  local file, hashed on the way), :func:`write_bytes` (atomic),
   :func:`size`, :func:`exists`, :func:`listdir`, :func:`remove`;
 - naming: :func:`join`, :func:`local_path`, :func:`is_remote`;
 - :func:`with_token` (adds an HTTP bearer token to ``storage_options``).
@@ -41,17 +42,20 @@ most ``retries`` times, then raise :class:`StorageError` naming the URL.
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 from .. import config
-from ..errors import InputError
-from . import http
+from ..errors import InputError, StorageError
+from . import http, local
 from .local import atomic_write as atomic_write_local
 from .location import is_remote, join, local_path, resolve
+from .retry import retrying
 from .s3 import settings as s3_settings
 
-__all__ = ["read_bytes", "open_read", "write_bytes", "size", "exists", "listdir", "remove",
-           "join", "local_path", "is_remote", "with_token", "atomic_write_local", "s3_settings"]
+__all__ = ["read_bytes", "open_read", "download", "write_bytes", "size", "exists", "listdir",
+           "remove", "join", "local_path", "is_remote", "with_token", "atomic_write_local",
+           "s3_settings"]
 
 
 def _target(location, storage_options):
@@ -92,6 +96,66 @@ def open_read(location, storage_options=None):
     """
     backend, loc, path, opts = _target(location, storage_options)
     return backend.open_read(loc, path, opts)
+
+
+class WriteFailed(StorageError):
+    """:func:`download` could not write its local file; ``.cause`` is the ``OSError``."""
+
+    def __init__(self, message, cause):
+        super().__init__(message)
+        self.cause = cause
+
+
+class _ReadFailed(Exception):
+    def __init__(self, cause):
+        self.cause = cause
+
+
+def download(location, dest: str, storage_options=None, accept=None) -> tuple[int, str, bool]:
+    """Stream the object at ``location`` into the local file ``dest``, hashing as it goes,
+    without holding it in memory: ``(bytes, sha256 hex, kept)``.
+
+    The bytes go to a temp file beside ``dest``; it becomes ``dest`` only if
+    ``accept(nbytes, sha256)`` (default: always) says yes, else it is removed (``kept`` False).
+    A transfer that fails part way is retried whole (``retries``, as every operation);
+    a local write that fails is a :class:`WriteFailed`.
+    """
+    backend, loc, path, opts = _target(location, storage_options)
+
+    def attempt():
+        digest, count = hashlib.sha256(), [0]
+        with backend.open_raw(loc, path, opts) as f:
+            def chunks():
+                while True:
+                    try:
+                        block = f.read(1 << 20)
+                    except Exception as exc:  # noqa: BLE001 - the transfer's, classified below
+                        raise _ReadFailed(exc) from exc
+                    if not block:
+                        return
+                    digest.update(block)
+                    count[0] += len(block)
+                    yield block
+
+            def check():
+                if accept is not None and not accept(count[0], digest.hexdigest()):
+                    raise _Refused
+
+            try:
+                local.atomic_write(dest, chunks(), check)
+            except _ReadFailed as exc:
+                raise exc.cause from None
+            except _Refused:
+                return count[0], digest.hexdigest(), False
+            except OSError as exc:
+                raise WriteFailed(str(local.error("writing", dest, exc)), exc) from exc
+        return count[0], digest.hexdigest(), True
+
+    return retrying(loc, opts, "downloading", attempt, backend.classify, backend.HINT)
+
+
+class _Refused(Exception):
+    pass
 
 
 def write_bytes(location, data, storage_options=None) -> None:

@@ -26,10 +26,9 @@ from collections import deque
 from .. import config
 from ..errors import InputError, NotFoundError, ShardError, StorageError
 from ..units import human_bytes, parse_size
-from . import read_bytes, with_token
+from . import WriteFailed, download, with_token
 from .cachedir import evict, remove_stale_temps, touch
 from .checked import CheckedFiles, marker_folder
-from .local import atomic_write
 from .location import is_remote, join, local_path
 
 
@@ -82,7 +81,7 @@ class ShardFetcher:
             os.makedirs(self._lock_dir, exist_ok=True)
         except OSError as exc:
             raise self._cache_error("creating the shard cache", exc) from exc
-        remove_stale_temps(self._shard_dir)
+        remove_stale_temps(self._shard_dir, self._lock_dir)
         self._names = []
         for info in self.shards:
             url = join(self.location, info.name)
@@ -337,21 +336,18 @@ class ShardFetcher:
         final = os.path.join(self._shard_dir, self._names[i])
         problem = None
         for _attempt in range(2):
-            data = read_bytes(url, self.storage_options)
-            if len(data) != info.bytes:
-                problem = f"{len(data)} bytes, the manifest says {info.bytes}"
-                continue
-            digest = hashlib.sha256(data).hexdigest()
-            if digest != info.sha256:
-                problem = f"sha256 {digest}, the manifest says {info.sha256}"
-                continue
-            try:
-                atomic_write(final, data)
-            except OSError as exc:
+            try:        # streamed to a temp file beside its final name, kept only if it matches
+                nbytes, digest, kept = download(
+                    url, final, self.storage_options,
+                    accept=lambda n, d: n == info.bytes and d == info.sha256)
+            except WriteFailed as exc:
                 raise self._cache_error(f"caching shard {info.name} of {self.location}",
-                                        exc) from exc
-            self._checked.remember(final, info.sha256)
-            return
+                                        exc.cause) from exc.cause
+            if kept:
+                self._checked.remember(final, info.sha256)
+                return
+            problem = (f"{nbytes} bytes, the manifest says {info.bytes}" if nbytes != info.bytes
+                       else f"sha256 {digest}, the manifest says {info.sha256}")
         raise ShardError(f"shard {info.name} fetched from {url} does not match the manifest "
                          f"(twice): {problem}; the data at the location is damaged or was "
                          f"changed without its manifest — run `shardstream verify "

@@ -6,24 +6,48 @@ import fcntl
 import os
 import time
 
-#: a temp file untouched this long belongs to a download that died (killed process)
+#: a temp file untouched this long belongs to a download that died, whatever its lock says
 STALE_TEMP_SECONDS = 900
 
 
-def remove_stale_temps(folder):
-    """Delete temp files (``.<name>.<random>.tmp``) in ``folder`` left by dead downloads."""
+def _nobody_downloads(lock_path: str) -> bool:
+    """True when no process holds the shard's lock, so no download of it is under way (a
+    download holds the lock exclusively from before its temp file exists until after the
+    rename).  The probe takes the lock for an instant and lets it go."""
+    try:
+        fd = os.open(lock_path, os.O_RDWR)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temps(folder: str, lock_folder: str) -> None:
+    """Delete the temp files (``.<name>.<random>.tmp``) in ``folder`` that belong to dead
+    downloads: their shard's lock (``<lock_folder>/<name>.lock``) is held by no process (a
+    downloader killed mid-shard lets go of it with its life), or they are older than
+    :data:`STALE_TEMP_SECONDS`."""
     now = time.time()
     try:
         with os.scandir(folder) as it:
-            for entry in it:
-                if entry.name.startswith(".") and entry.name.endswith(".tmp"):
-                    try:
-                        if now - entry.stat().st_mtime > STALE_TEMP_SECONDS:
-                            os.unlink(entry.path)
-                    except OSError:
-                        pass
+            temps = [e for e in it if e.name.startswith(".") and e.name.endswith(".tmp")]
     except OSError:
-        pass
+        return
+    for entry in temps:
+        name = entry.name[1:].rsplit(".", 2)[0]       # ".<name>.<random>.tmp" -> <name>
+        try:
+            if (_nobody_downloads(os.path.join(lock_folder, name + ".lock"))
+                    or now - entry.stat().st_mtime > STALE_TEMP_SECONDS):
+                os.unlink(entry.path)
+        except OSError:
+            pass
 
 
 def touch(path):

@@ -168,15 +168,46 @@ def read(location, url, opts) -> bytes:
     return retrying(location, opts, "reading", lambda: _get(fs, url), classify, HINT)
 
 
+class _Stream:
+    """One streaming GET as a binary file object (``read(n)``, ``close``, ``with``), run on the
+    filesystem's event loop.  aiohttp raises on a body cut short of its ``Content-Length``."""
+
+    def __init__(self, fs, url):
+        from fsspec.asyn import sync  # noqa: PLC0415 - see _fs
+
+        self._sync, self._loop = sync, fs.loop
+
+        async def start():
+            session = await fs.set_session()
+            resp = await session.get(url)
+            if resp.status >= 400:
+                resp.close()
+                raise status_error(resp.status, resp.reason)
+            return resp
+
+        self._resp = sync(fs.loop, start)
+
+    def read(self, n: int = -1) -> bytes:
+        return self._sync(self._loop, self._resp.content.read, n)
+
+    def close(self) -> None:
+        self._resp.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def open_raw(location, url, opts):
+    """A streaming GET of ``url``, without retries."""
+    return _Stream(_fs(opts, url), url)
+
+
 def open_read(location, url, opts):
-    fs = _fs(opts, url)
-
-    def attempt():
-        if _head(fs, url) is None:
-            raise Missing("HTTP 404 Not Found")
-        return fs.open(url, "rb", block_size=0)     # block_size=0: a streaming GET
-
-    return retrying(location, opts, "reading", attempt, classify, HINT)
+    return retrying(location, opts, "reading", lambda: open_raw(location, url, opts), classify,
+                    HINT)
 
 
 def write(location, url, data, opts) -> None:

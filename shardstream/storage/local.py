@@ -8,6 +8,7 @@ import tempfile
 from urllib.parse import unquote
 
 from ..errors import NotFoundError, StorageError
+from .retry import Fatal, Missing
 
 NAME = "local"
 SCHEMES = ("file",)
@@ -22,6 +23,16 @@ def to_path(location: str) -> str:
     if location[:7].lower() == "file://":
         return unquote(location[len("file://"):]) or "/"
     return os.path.expanduser(location)
+
+
+HINT = "check the path"
+
+
+def classify(exc):
+    """Local failures are never transient: a retry would meet the same disk."""
+    if isinstance(exc, FileNotFoundError):
+        return Missing("no such file or folder")
+    return Fatal(f"{type(exc).__name__}: {exc}")
 
 
 def error(what, location, exc) -> StorageError:
@@ -46,22 +57,30 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
-def atomic_write(path, data) -> None:
-    """Write ``data`` to the local file ``path`` atomically: temp file in the same folder,
-    fsync, rename, fsync the folder.  On failure the temp file is removed and ``path`` is
-    untouched.  Raises plain ``OSError`` (callers translate)."""
+def atomic_write(path, data, check=None) -> None:
+    """Write ``data`` (bytes-like, or an iterable of bytes-like chunks written as they come) to
+    the local file ``path`` atomically: temp file in the same folder, fsync, ``check()`` (may
+    raise to refuse what was written), rename, fsync the folder.  On failure the temp file is
+    removed and ``path`` is untouched.  Raises plain ``OSError`` (callers translate) or what
+    ``data`` / ``check`` raise."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".",
                                suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            if isinstance(data, (bytes, bytearray, memoryview)):
+                f.write(data)
+            else:
+                for chunk in data:
+                    f.write(chunk)
             f.flush()
             # mkstemp creates 0600; give the file the mode a plain open() would (umask), so
             # shards and manifests can be served or shared like any other file.
             os.fchmod(f.fileno(), 0o666 & ~_UMASK)
             os.fsync(f.fileno())
+        if check is not None:
+            check()
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -85,6 +104,10 @@ def read(location, path, opts) -> bytes:
             return f.read()
     except OSError as exc:
         raise error("reading", location, exc) from exc
+
+
+def open_raw(location, path, opts):
+    return open(path, "rb")
 
 
 def open_read(location, path, opts):

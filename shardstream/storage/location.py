@@ -14,7 +14,8 @@ from ..errors import InputError
 from . import http, local, s3
 
 #: every backend module; each has NAME, SCHEMES, OPTION_KEYS, to_path(location) and the
-#: operations read, open_read, write, size, exists, listdir, remove (location, path, opts)
+#: operations read, open_read, open_raw (no retries), write, size, exists, listdir, remove
+#: (location, path, opts), and classify(exc) / HINT for the retries
 BACKENDS = (local, http, s3)
 _BY_SCHEME = {scheme: backend for backend in BACKENDS for scheme in backend.SCHEMES}
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")

@@ -109,9 +109,13 @@ def read(location, path, opts) -> bytes:
     return retrying(location, opts, "reading", attempt, classify, HINT)
 
 
+def open_raw(location, path, opts):
+    """pyarrow's input stream of the object, without retries."""
+    return _fs(opts).open_input_stream(path)
+
+
 def open_read(location, path, opts):
-    fs = _fs(opts)
-    return retrying(location, opts, "reading", lambda: fs.open_input_stream(path), classify,
+    return retrying(location, opts, "reading", lambda: open_raw(location, path, opts), classify,
                     HINT)
 
 
