@@ -39,10 +39,22 @@ def _size(text):
     return tuple(parts)
 
 
-def _token_option(parser):
-    parser.add_argument("--token", default=None,
-                        help="bearer token for an http(s) location (default $SHARDSTREAM_TOKEN); "
-                             "sent only to that location's host")
+def _remote_options(parser, token=True):
+    """--timeout and --retries (every remote location), --token (http(s) locations)."""
+    if token:
+        parser.add_argument("--token", default=None,
+                            help="bearer token for an http(s) location (default "
+                                 "$SHARDSTREAM_TOKEN); sent only to that location's host")
+    parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                        help="connect / read timeout of remote requests (default 60)")
+    parser.add_argument("--retries", type=int, default=None, metavar="N",
+                        help="retries of a failed remote request, with back-off (default 5)")
+
+
+def _storage_options(args):
+    """The storage_options that --timeout / --retries ask for (None: the defaults)."""
+    opts = {k: getattr(args, k) for k in ("timeout", "retries") if getattr(args, k) is not None}
+    return opts or None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -77,19 +89,22 @@ def cmd_datasets(args):
 def cmd_info(args):
     from .tools.info import print_info
 
-    print_info(args.location, as_json=args.json, token=args.token)
+    print_info(args.location, as_json=args.json, token=args.token,
+               storage_options=_storage_options(args))
 
 
 def cmd_verify(args):
     from .tools.info import verify_command
 
-    return verify_command(args.location, quiet=args.quiet, token=args.token)
+    return verify_command(args.location, quiet=args.quiet, token=args.token,
+                          storage_options=_storage_options(args))
 
 
 def cmd_upload(args):
     from .storage.upload import upload
 
-    report = upload(args.src, args.dest, progress=not args.quiet, jobs=args.jobs)
+    report = upload(args.src, args.dest, progress=not args.quiet, jobs=args.jobs,
+                    storage_options=_storage_options(args))
     print(report.summary())
 
 
@@ -108,7 +123,7 @@ def cmd_show(args):
 
     show_command(args.location, out=args.output, rows=args.rows, cols=args.cols,
                  random=args.random, seed=args.seed, resize=args.resize, scale=args.scale,
-                 token=args.token)
+                 token=args.token, storage_options=_storage_options(args))
 
 
 def cmd_bench(args):
@@ -116,7 +131,8 @@ def cmd_bench(args):
 
     bench_command(args.location, frameworks=args.framework, batch_sizes=args.batch_size,
                   workers=args.workers, epochs=args.epochs, resize=args.resize,
-                  format=args.format, profile=args.profile, as_json=args.json, token=args.token)
+                  format=args.format, profile=args.profile, as_json=args.json, token=args.token,
+                  storage_options=_storage_options(args))
 
 
 def cmd_demo(args):
@@ -182,7 +198,7 @@ def build_parser():
     s = sub.add_parser("info", help="describe a converted split (samples, classes, shards, bytes)")
     s.add_argument("location", help="a split's location, e.g. shards/fashion-mnist/train")
     s.add_argument("--json", action="store_true", help="print the manifest summary as JSON")
-    _token_option(s)
+    _remote_options(s)
     s.set_defaults(func=cmd_info)
 
     s = sub.add_parser("verify",
@@ -192,7 +208,7 @@ def build_parser():
                                    "(the failing shards are named).")
     s.add_argument("location", help="a split's location, or a folder of datasets")
     s.add_argument("-q", "--quiet", action="store_true", help="print problems only")
-    _token_option(s)
+    _remote_options(s)
     s.set_defaults(func=cmd_verify)
 
     s = sub.add_parser("upload",
@@ -200,6 +216,7 @@ def build_parser():
     s.add_argument("src", help="local folder of converted data (a split, a dataset or a root)")
     s.add_argument("dest", help="destination location, e.g. s3://bucket/datasets")
     s.add_argument("--jobs", type=int, default=4, help="parallel uploads (default 4)")
+    _remote_options(s, token=False)
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_upload)
 
@@ -227,7 +244,7 @@ def build_parser():
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--resize", type=_size, default=None, help="resize first, e.g. 32 or 32x24")
     s.add_argument("--scale", type=float, default=1.5, help="size of each image (default 1.5)")
-    _token_option(s)
+    _remote_options(s)
     s.set_defaults(func=cmd_show)
 
     s = sub.add_parser("bench",
@@ -243,7 +260,7 @@ def build_parser():
     s.add_argument("--profile", action="store_true",
                    help="break the time down into read / decode / resize / framework handoff")
     s.add_argument("--json", action="store_true", help="print JSON rows")
-    _token_option(s)
+    _remote_options(s)
     s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("demo",

@@ -156,3 +156,20 @@ def test_downloader_killed_mid_shard_leaves_no_temp_behind(make_split, http_serv
     assert data == (pathlib.Path(location) / "train-000000.tar").read_bytes()
     assert np.array_equal(sorted(p.name for p in (cache / "shards").iterdir()),
                           [os.path.basename(fetcher.local_file(0))])
+
+
+def test_cli_timeout_retries_and_token(make_split, shard_server, fault_proxy, capsys):
+    from shardstream import cli
+
+    location, manifest, _, _ = make_split("cli", n=30, shard_size=10)
+    url = shard_server(str(pathlib.Path(location).parent), token="tok") + "/cli"
+    assert cli.main(["info", url, "--retries", "0"]) == 1
+    assert "401" in capsys.readouterr().err
+    assert cli.main(["info", url, "--token", "tok", "--json"]) == 0
+    assert '"num_samples": 30' in capsys.readouterr().out
+    assert cli.main(["verify", url, "--token", "tok", "-q"]) == 0
+    proxy = fault_proxy(url.rsplit("/", 1)[0])
+    proxy.set_fault("stall", delay=20)
+    assert cli.main(["info", proxy.url + "/cli", "--token", "tok", "--timeout", "0.5",
+                     "--retries", "1"]) == 1
+    assert "failed after 2 attempt(s)" in capsys.readouterr().err

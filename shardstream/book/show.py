@@ -131,7 +131,7 @@ def png_bytes(image):
 
 
 def first_batch(location, count, *, random=False, seed=0, resize=None, format="auto",
-                token=None):
+                token=None, storage_options=None):
     """The first batch of ``count`` samples of a split's epoch 0, as the loaders deliver it.
 
     ``random=False``: manifest order (the first ``count`` samples). ``random=True``: the
@@ -140,7 +140,7 @@ def first_batch(location, count, *, random=False, seed=0, resize=None, format="a
     Returns (images float32 (b, h, w, C) in [0, 1], labels int64 (b,), manifest),
     b = min(count, N).
     """
-    source = open_stream(location, format=format, token=token)
+    source = open_stream(location, format=format, token=token, storage_options=storage_options)
     manifest = source.manifest
     plan = plan_epoch(manifest.shard_sizes, batch_size=count, seed=seed, epoch=0, shuffle=random,
                       shard_shuffle=random)
@@ -149,14 +149,15 @@ def first_batch(location, count, *, random=False, seed=0, resize=None, format="a
 
 
 def show_command(location, out="batch.png", rows=2, cols=8, random=False, seed=0, resize=None,
-                 scale=1.5, token=None):
+                 scale=1.5, token=None, storage_options=None):
     """``shardstream show``: draw a batch of ``rows * cols`` images of the split at ``location``
     with their class names under them, write the PNG to ``out`` atomically (temp file + rename)
     and print its path. Returns the path."""
     if rows < 1 or cols < 1:
         raise InputError(f"--rows {rows} --cols {cols}: both must be at least 1")
     images, labels, manifest = first_batch(location, rows * cols, random=random, seed=seed,
-                                           resize=resize, token=token)
+                                           resize=resize, token=token,
+                                           storage_options=storage_options)
     titles = [manifest.classes[int(y)] for y in labels]
     picture = show_images(images, rows, cols, titles=titles, scale=scale)
     write_bytes(out, png_bytes(picture))

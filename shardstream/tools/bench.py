@@ -55,7 +55,7 @@ def _check(frameworks, batch_sizes, workers, epochs):
 
 
 def epoch_runner(framework, location, *, batch_size, workers=0, resize=None, format="auto",
-                 seed=0, token=None):
+                 seed=0, token=None, storage_options=None):
     """A function ``run(epoch) -> iterable of (X, y)`` for one loader configuration.
 
     torch: one :func:`torch_loader` (``num_workers=workers``), ``set_epoch(epoch)`` per call.
@@ -68,7 +68,8 @@ def epoch_runner(framework, location, *, batch_size, workers=0, resize=None, for
         from ..loaders.torch_loader import torch_loader  # noqa: PLC0415 - the framework only when asked for
 
         loader = torch_loader(location, batch_size=batch_size, resize=resize, format=format,
-                              seed=seed, num_workers=workers, token=token)
+                              seed=seed, num_workers=workers, token=token,
+                              storage_options=storage_options)
 
         def run(epoch):
             loader.set_epoch(epoch)
@@ -81,7 +82,8 @@ def epoch_runner(framework, location, *, batch_size, workers=0, resize=None, for
         def build(epoch):
             return tf_dataset(location, batch_size=batch_size, resize=resize, format=format,
                               seed=seed, epoch=epoch, reshuffle_each_iteration=True,
-                              num_parallel=max(workers, 1), token=token)
+                              num_parallel=max(workers, 1), token=token,
+                              storage_options=storage_options)
 
         current = {"epoch": 0, "ds": build(0)}  # checks the arguments now, like torch's
 
@@ -106,7 +108,7 @@ def time_epoch(loader):
 
 
 def bench(location, frameworks=FRAMEWORKS, batch_sizes=(64,), workers=(0,), epochs=3, resize=None,
-          format="auto", seed=0, profile=False, token=None):
+          format="auto", seed=0, profile=False, token=None, storage_options=None):
     """Time ``epochs`` epochs per (framework, batch size, workers); returns one dict per row:
     framework, batch_size, workers, epochs (list of seconds), seconds (median), samples,
     samples_per_s (samples / median), resize, format.
@@ -124,7 +126,8 @@ def bench(location, frameworks=FRAMEWORKS, batch_sizes=(64,), workers=(0,), epoc
         for b in batch_sizes:
             for w in workers:
                 run = epoch_runner(fw, location, batch_size=b, workers=w, resize=resize,
-                                   format=format, seed=seed, token=token)
+                                   format=format, seed=seed, token=token,
+                                   storage_options=storage_options)
                 times, parts = [], []
                 for e in range(epochs):
                     seconds, samples = time_epoch(run(e))
@@ -132,7 +135,8 @@ def bench(location, frameworks=FRAMEWORKS, batch_sizes=(64,), workers=(0,), epoc
                     if profile and w == 0:
                         parts.append(profile_epoch(location, batch_size=b, resize=resize,
                                                    format=format, seed=seed, epoch=e,
-                                                   token=token))
+                                                   token=token,
+                                                   storage_options=storage_options))
                 med = statistics.median(times)
                 row = dict(framework=fw, batch_size=b, workers=w, epochs=times, seconds=med,
                            samples=samples,
@@ -148,7 +152,7 @@ def bench(location, frameworks=FRAMEWORKS, batch_sizes=(64,), workers=(0,), epoc
 
 
 def profile_epoch(location, *, batch_size, resize=None, format="auto", seed=0, epoch=0,
-                  token=None):
+                  token=None, storage_options=None):
     """Where one epoch's time goes inside the execution core, measured in this process.
 
     Reads every shard of the epoch's plan (shuffled, ``seed``/``epoch``) and executes all its
@@ -163,7 +167,8 @@ def profile_epoch(location, *, batch_size, resize=None, format="auto", seed=0, e
     Also returns ``plan`` (computing the plan) and ``samples``. The framework handoff is what a
     measured epoch takes beyond the sum of these (see :func:`bench`).
     """
-    source = open_stream(location, format=format, token=token)
+    source = open_stream(location, format=format, token=token,
+                         storage_options=storage_options)
     manifest = source.manifest
     t = {"plan": 0.0, "read": 0.0, "decode": 0.0, "gather": 0.0, "resize": 0.0}
     tic = time.perf_counter()
@@ -220,12 +225,13 @@ def format_table(rows, num_epochs):
 
 
 def bench_command(location, frameworks=FRAMEWORKS, batch_sizes=(64,), workers=(0,), epochs=3,
-                  resize=None, format="auto", profile=False, as_json=False, token=None):
+                  resize=None, format="auto", profile=False, as_json=False, token=None,
+                  storage_options=None):
     """``shardstream bench``: run :func:`bench` (with the breakdown for ``--profile``), print
     the table (or, with ``--json``, one JSON list of the rows). Returns the rows."""
-    manifest = load_manifest(location, storage.with_token(location, None, token))
+    manifest = load_manifest(location, storage.with_token(location, storage_options, token))
     rows = bench(location, frameworks, batch_sizes, workers, epochs, resize=resize, format=format,
-                 profile=profile, token=token)
+                 profile=profile, token=token, storage_options=storage_options)
     if as_json:
         print(json.dumps(rows, indent=1))
         return rows

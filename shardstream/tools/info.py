@@ -20,11 +20,12 @@ def _no_splits(location):
                          f"or check the location")
 
 
-def verify_command(location: str, quiet: bool = False, token: str | None = None) -> int:
+def verify_command(location: str, quiet: bool = False, token: str | None = None,
+                   storage_options=None) -> int:
     """``shardstream verify``: verify the split at ``location``, or every split below a local
     folder; prints each problem (naming the shard) and a line per split; returns the exit
     status, 0 when everything matches, 1 otherwise."""
-    opts = storage.with_token(location, None, token)
+    opts = storage.with_token(location, storage_options, token)
     splits = find_splits(location, opts)
     if not splits:
         raise _no_splits(location)
@@ -83,11 +84,12 @@ def info_dict(manifest: Manifest, location: str) -> dict:
     }
 
 
-def print_info(location: str, as_json: bool = False, token: str | None = None) -> None:
+def print_info(location: str, as_json: bool = False, token: str | None = None,
+               storage_options=None) -> None:
     """``shardstream info``: print a summary of the split at ``location`` — samples, classes
     with counts, shards per format with bytes, encoding, image shape, synthetic or not — as a
     table, or as JSON (:func:`info_dict`)."""
-    opts = storage.with_token(location, None, token)
+    opts = storage.with_token(location, storage_options, token)
     try:
         manifest = load_manifest(location, opts)
     except ManifestError:
