@@ -1,0 +1,146 @@
+"""A deterministic synthetic stand-in for CIFAR-10 / CIFAR-100 (``shardstream synth cifar-10``).
+
+:func:`synthesize_cifar` writes the archive the real dataset comes in (``cifar-10-python.tar.gz``
+or ``cifar-100-python.tar.gz``: same members, Python 2 protocol-2 pickles of the same dicts,
+see :mod:`.cifar`) plus the synthetic-data marker (:mod:`.marker`), so every manifest made
+from it says ``synthetic: true``.
+
+The images are 32x32 RGB scenes in colour: a two-tone background (a "sky" and a "ground" of
+the class's complementary hue) and one object (an ellipse, a box, a triangle or a ring, by
+class) in the class's own hue, jittered in position, size, hue, saturation and brightness,
+with a coarse texture and fine noise, then blurred.  Classes differ visibly in colour and
+shape, so ``shardstream show`` draws a meaningful picture; it is a stand-in for plumbing and
+timing, not for accuracy numbers.  Labels are balanced; CIFAR-100's coarse label of fine class
+``c`` is ``c // 5`` (the real grouping differs).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from ..errors import InputError
+from ..shards import storage
+from .cifar import LAYOUTS, archive_bytes, batch_dict, py2_pickle
+from .datasets import SPLITS, DatasetSpec
+from .marker import write_marker
+
+CHUNK = 5_000  # samples generated per step (fixed: part of the determinism)
+SIZE = 32
+GOLDEN = 0.6180339887
+
+
+def _hsv_to_rgb(h, s, v):
+    """float32 arrays in [0, 1] -> (..., 3) RGB in [0, 1] (the usual six-sector formula)."""
+    h = (h % 1.0) * 6.0
+    i = np.floor(h).astype(np.int32) % 6
+    f = h - np.floor(h)
+    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+    r = np.choose(i, [v, q, p, p, t, v])
+    g = np.choose(i, [t, v, v, q, p, p])
+    b = np.choose(i, [p, p, t, v, v, q])
+    return np.stack([r, g, b], axis=-1)
+
+
+def _blur(a):
+    """[1, 2, 1] / 4 blur of (n, H, W, C) along H and W (edges repeated)."""
+    for axis in (1, 2):
+        lo = np.take(a, [0], axis=axis)
+        hi = np.take(a, [a.shape[axis] - 1], axis=axis)
+        padded = np.concatenate([lo, a, hi], axis=axis)
+        n = a.shape[axis]
+        a = (np.take(padded, range(0, n), axis=axis) + 2 * a
+             + np.take(padded, range(2, n + 2), axis=axis)) * 0.25
+    return a
+
+
+def make_images(labels: np.ndarray, num_classes: int, rng: np.random.Generator) -> np.ndarray:
+    """uint8 (n, 32, 32, 3) colour images for ``labels`` (n,) in [0, num_classes)."""
+    n = len(labels)
+    c = np.arange(SIZE, dtype=np.float32) + 0.5
+    y, x = c[None, :, None] / SIZE, c[None, None, :] / SIZE        # (1, H, 1), (1, 1, W)
+    hue = (labels.astype(np.float32) * GOLDEN)[:, None, None]
+    col = lambda k: rng.uniform(*k, (n, 1, 1)).astype(np.float32)  # noqa: E731
+    # background: sky above a horizon, ground below, both of the complementary hue
+    horizon = col((0.45, 0.8))
+    ground = (y > horizon).astype(np.float32)
+    bg_h = hue + 0.5 + col((-0.06, 0.06)) + 0.08 * ground
+    bg_s = col((0.25, 0.55)) + 0.15 * ground
+    bg_v = col((0.6, 0.95)) - 0.25 * ground - 0.15 * y
+    # the object: its shape by class, its colour the class's hue
+    cx, cy = col((0.3, 0.7)), col((0.35, 0.65))
+    rx, ry = col((0.16, 0.3)), col((0.16, 0.3))
+    u, v = (x - cx) / rx, (y - cy) / ry
+    shape = (labels % 4)[:, None, None]
+    r2 = u * u + v * v
+    mask = np.where(shape == 0, r2 < 1,
+                    np.where(shape == 1, (np.abs(u) < 0.9) & (np.abs(v) < 0.9),
+                             np.where(shape == 2, (v < 0.9) & (np.abs(u) < (v + 1) * 0.5),
+                                      (r2 < 1) & (r2 > 0.35)))).astype(np.float32)
+    fg_h = hue + col((-0.03, 0.03))
+    fg_s = col((0.65, 1.0)) * np.ones_like(u)
+    fg_v = col((0.55, 1.0)) * (1 - 0.25 * np.clip(v, 0, 1))
+    h = mask * fg_h + (1 - mask) * bg_h
+    s = np.clip(mask * fg_s + (1 - mask) * bg_s, 0, 1)
+    val = mask * fg_v + (1 - mask) * bg_v
+    # texture: a coarse 8x8 field upsampled 4x, plus fine noise
+    coarse = rng.random((n, 8, 8), dtype=np.float32)
+    texture = np.repeat(np.repeat(coarse, 4, axis=1), 4, axis=2)
+    val = np.clip(val * (0.85 + 0.3 * texture), 0, 1)
+    rgb = _hsv_to_rgb(h, s, val) * 255 + rng.normal(0, 4, (n, SIZE, SIZE, 3)).astype(np.float32)
+    return np.clip(_blur(rgb) + 0.5, 0, 255).astype(np.uint8)
+
+
+def synth_split(spec: DatasetSpec, n: int, seed: int, split: str):
+    """(images uint8 (n, 32, 32, 3), labels int64 (n,)) of one split, balanced over the
+    classes; deterministic in (dataset, n, seed, split), made in chunks of :data:`CHUNK`."""
+    if n < 0:
+        raise InputError(f"the number of {split} samples must be >= 0, got {n}")
+    k = len(spec.classes)
+    split_id = SPLITS.index(split)
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, split_id, k])))
+    labels = (np.arange(n) % k)[rng.permutation(n)].astype(np.int64)
+    images = np.empty((n, SIZE, SIZE, 3), dtype=np.uint8)
+    for j, start in enumerate(range(0, n, CHUNK)):
+        stop = min(start + CHUNK, n)
+        crng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, split_id, k,
+                                                                           j + 1])))
+        images[start:stop] = make_images(labels[start:stop], k, crng)
+    return images, labels
+
+
+def synthesize_cifar(spec: DatasetSpec, out_dir, num_train: int, num_test: int, seed: int = 0,
+                     progress: bool = True) -> str:
+    """Write the stand-in archive of ``spec`` (CIFAR-10 or CIFAR-100) and the marker into the
+    local folder ``out_dir``; returns the archive's path.  Deterministic: the same arguments
+    give byte-identical files."""
+    t0 = time.perf_counter()
+    layout = LAYOUTS[spec.name]
+    out_dir = os.fspath(out_dir)
+    counts = {"train": int(num_train), "test": int(num_test)}
+    members = {}
+    for split in SPLITS:
+        images, labels = synth_split(spec, counts[split], seed, split)
+        names = layout.splits[split]
+        kind = "training" if split == "train" else "testing"
+        for b, part in enumerate(np.array_split(np.arange(len(labels)), len(names))):
+            first = int(part[0]) if len(part) else 0
+            members[names[b]] = py2_pickle(batch_dict(
+                spec, images[part], labels[part], f"{kind} batch {b + 1} of {len(names)}",
+                first, coarse=labels[part] // 5))
+    if spec.name == "cifar-10":
+        meta = {b"num_cases_per_batch": max(1, -(-counts["train"] // 5)),
+                b"label_names": [c.encode() for c in spec.classes], b"num_vis": 3072}
+    else:
+        meta = {b"fine_label_names": [c.encode() for c in spec.classes],
+                b"coarse_label_names": [c.encode() for c in spec.coarse_classes]}
+    members[layout.meta] = py2_pickle(meta)
+    path = os.path.join(out_dir, spec.all_files()[0])
+    storage.write_bytes(path, archive_bytes(members, layout.folder))
+    write_marker(out_dir, spec.name, seed, counts)
+    if progress:
+        print(f"synthesized {spec.name}: {counts['train']:,} train + {counts['test']:,} test "
+              f"colour images (seed {seed}) in {time.perf_counter() - t0:.1f} s -> {path}")
+    return path
