@@ -25,6 +25,8 @@ _LAZY = {
     "FashionMNIST": ("shardstream.loaders.book", "FashionMNIST"),
     "MNIST": ("shardstream.loaders.book", "MNIST"),
     "KMNIST": ("shardstream.loaders.book", "KMNIST"),
+    "CIFAR10": ("shardstream.loaders.book", "CIFAR10"),
+    "CIFAR100": ("shardstream.loaders.book", "CIFAR100"),
     "show_images": ("shardstream.loaders.show", "show_images"),
 }
 

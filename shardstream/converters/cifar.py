@@ -282,15 +282,23 @@ def _names(data: bytes, where: str, spec: DatasetSpec, key: bytes) -> tuple:
     return tuple(v.decode("utf-8", "replace") for v in names)
 
 
+def check_label(spec: DatasetSpec, label) -> str:
+    """``label`` (None: ``"fine"``) if ``spec`` has such labels, else :class:`InputError`."""
+    layout = LAYOUTS[spec.name]
+    label = "fine" if label is None else label
+    if label not in layout.labels:
+        raise InputError(f"--label {label}: {spec.name} has {' and '.join(layout.labels)} "
+                         f"labels")
+    return label
+
+
 def load_cifar(spec: DatasetSpec, path, label: str = "fine"):
     """Read the CIFAR archive (or extracted folder) ``path`` of ``spec``:
     ``({split: (images uint8 (N, 32, 32, 3), labels int64 (N,))}, classes, {split: source})``;
     ``label``: ``"fine"`` or (CIFAR-100) ``"coarse"``.  The sources are JSON-able dicts for
     the manifests (without the ``synthetic`` flag, which the caller adds)."""
     layout = LAYOUTS[spec.name]
-    if label not in layout.labels:
-        raise InputError(f"--label {label}: {spec.name} has {' and '.join(layout.labels)} "
-                         f"labels")
+    label = check_label(spec, label)
     path = os.fspath(path)
     if os.path.isdir(path):
         members, files = read_folder(path, layout)

@@ -369,14 +369,15 @@ def convert(dataset: str, out: str, source=None, raw=None, formats=FORMATS,
         from .fetch import find_raw
 
         spec = get_spec(dataset)
-        if label is not None and spec.raw_format != "cifar":
+        if spec.raw_format == "cifar":
+            from .cifar import check_label, load_cifar
+
+            label = check_label(spec, label)
+        elif label is not None:
             raise InputError(f"--label is for cifar-100 (fine/coarse) and parquet sources; "
                              f"{spec.name} has one kind of label")
         paths = find_raw(spec, raw, progress=progress)
         if spec.raw_format == "cifar":
-            from .cifar import load_cifar
-
-            label = label or "fine"
             data, names, sources = load_cifar(spec, paths["train"][0], label=label)
             sources = mark_synthetic(sources, paths)
             out_name = name or (spec.name if label == "fine" else f"{spec.name}-{label}")

@@ -98,9 +98,9 @@ def _class_names(given, seen: dict, labels, wheres):
         distinct = list(dict.fromkeys(seen.values()))
         if len(distinct) > 1:
             a, b = (next(w for w, n in seen.items() if n == d) for d in distinct[:2])
-            raise InputError(f"{b}: its class names ({', '.join(distinct[1][:5])}, ...) differ "
-                             f"from those of {a} ({', '.join(distinct[0][:5])}, ...); pass "
-                             f"--classes to choose")
+            short = [", ".join(d[:5]) + (", ..." if len(d) > 5 else "") for d in distinct[:2]]
+            raise InputError(f"{b}: its class names ({short[1]}) differ from those of {a} "
+                             f"({short[0]}); pass --classes to choose")
         names, origin = distinct[0], "the metadata"
     else:
         top = max(int(v.max()) for v in labels.values())
