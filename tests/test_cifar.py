@@ -14,10 +14,11 @@ import tarfile
 
 import numpy as np
 import pytest
-
 from conftest import CIFAR_TEST, CIFAR_TRAIN, SMALL_SHARD, cifar_archive_arrays
+
 from shardstream.cli import main
-from shardstream.converters.cifar import archive_bytes, py2_pickle, safe_loads
+from shardstream.converters.cifar import safe_loads
+from shardstream.converters.cifar_synth import archive_bytes, py2_pickle
 from shardstream.converters.convert import convert
 from shardstream.converters.datasets import DATASETS
 from shardstream.converters.fetch import candidate_dirs, find_raw

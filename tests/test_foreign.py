@@ -63,7 +63,8 @@ def write_wds(folder, images, labels, *, ext="png", keys=None, shards=(("train",
 
 def write_parquet(path, images, labels, names=("cat", "dog", "owl"), image_col="image",
                   label_col="label", extra=None):
-    from datasets import ClassLabel, Dataset, Features, Image as HFImage
+    from datasets import ClassLabel, Dataset, Features
+    from datasets import Image as HFImage
 
     columns = {image_col: [Image.fromarray(im.squeeze()) for im in images],
                label_col: [int(v) for v in labels]}

@@ -11,10 +11,10 @@ import os
 
 import numpy as np
 import pytest
+from conftest import CIFAR_TEST, CIFAR_TRAIN, SMALL_SHARD, cifar_archive_arrays
 from PIL import Image
 
 import shardstream as ss
-from conftest import CIFAR_TEST, CIFAR_TRAIN, SMALL_SHARD, cifar_archive_arrays
 from shardstream.cli import main
 from shardstream.converters.convert import convert
 from shardstream.converters.datasets import DATASETS
@@ -102,7 +102,8 @@ def test_book_data_module(cifar10_shards, source):
     assert data.classes == CLASSES and data.text_labels([0, 9]) == ["airplane", "truck"]
     image, label = data.train[300]
     assert isinstance(image, torch.Tensor) and image.shape == (3, 32, 32)
-    assert np.array_equal(image.numpy().transpose(1, 2, 0), source["train"][0][300] / np.float32(255))
+    want = source["train"][0][300] / np.float32(255)
+    assert np.array_equal(image.numpy().transpose(1, 2, 0), want)
     assert label == source["train"][1][300]
     X, y = next(iter(data.train_dataloader()))
     assert X.shape == (32, 3, 32, 32) and len(data.train_dataloader()) == 16

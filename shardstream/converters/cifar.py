@@ -17,6 +17,7 @@ global is refused.  A malicious archive cannot run code.
 The archive is read as a stream, member by member (its sha256 computed on the way); the
 extracted folder (``cifar-10-batches-py/``, as torchvision and keras leave it) is read too.
 Every problem is an :class:`~shardstream.errors.InputError` naming the file and the member.
+Writing archives (the stand-in of ``shardstream synth``) is :mod:`.cifar_synth`'s.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ LAYOUTS = {
                        {"train": tuple(f"data_batch_{i}" for i in range(1, 6)),
                         "test": ("test_batch",)},
                        "batches.meta", {"fine": b"labels"}, {"fine": b"label_names"}),
-    "cifar-100": Layout("cifar-100", "cifar-100-python", {"train": ("train",), "test": ("test",)}, "meta",
+    "cifar-100": Layout("cifar-100", "cifar-100-python",
+                        {"train": ("train",), "test": ("test",)}, "meta",
                         {"fine": b"fine_labels", "coarse": b"coarse_labels"},
                         {"fine": b"fine_label_names", "coarse": b"coarse_label_names"}),
 }
@@ -316,128 +318,3 @@ def load_cifar(spec: DatasetSpec, path, label: str = "fine"):
                        np.concatenate([p[1] for p in parts]))
         sources[split] = {"dataset": spec.name, "label": label, "files": files}
     return data, classes, sources
-
-
-# ---------------------------------------------------------------------------------------------
-# writing an archive (the synthetic stand-in): Python 2 pickles, protocol 2, as cPickle wrote
-
-
-class _Py2Pickler:
-    """Emits the protocol-2 pickle of dicts, lists, bytes (Python 2 ``str``), ints, None and
-    uint8 numpy arrays with the opcodes Python 2's cPickle used for the CIFAR batches
-    (``SHORT_BINSTRING``/``BINSTRING`` strings, numpy's ``_reconstruct`` reduce)."""
-
-    def __init__(self):
-        self.out, self.memo = bytearray(), 0
-
-    def _put(self):
-        self.memo += 1
-        self.out += (b"q" + bytes([self.memo]) if self.memo < 256
-                     else b"r" + self.memo.to_bytes(4, "little"))
-
-    def _global(self, module, name):
-        self.out += b"c" + module.encode() + b"\n" + name.encode() + b"\n"
-        self._put()
-
-    def _batch(self, groups, one, many):
-        """``groups``: tuples of objects (a list item, or a dict's key and value); one group
-        is followed by the opcode ``one``, more go in marked batches of 1,000 ending ``many``."""
-        groups = list(groups)
-        if len(groups) == 1:
-            self.save(*groups[0])
-            self.out += one
-            return
-        for i in range(0, len(groups), 1000):
-            self.out += b"("
-            for group in groups[i:i + 1000]:
-                self.save(*group)
-            self.out += many
-
-    def save(self, *objs):
-        for x in objs:
-            if x is None:
-                self.out += b"N"
-            elif isinstance(x, bool):
-                self.out += b"\x88" if x else b"\x89"
-            elif isinstance(x, int):
-                if 0 <= x < 256:
-                    self.out += b"K" + bytes([x])
-                elif 0 <= x < 65536:
-                    self.out += b"M" + x.to_bytes(2, "little")
-                else:
-                    self.out += b"J" + x.to_bytes(4, "little", signed=True)
-            elif isinstance(x, bytes):
-                self.out += (b"U" + bytes([len(x)]) if len(x) < 256
-                             else b"T" + len(x).to_bytes(4, "little")) + x
-                if len(x) > 1:
-                    self._put()
-            elif isinstance(x, dict):
-                self.out += b"}"
-                self._put()
-                self._batch(x.items(), b"s", b"u")
-            elif isinstance(x, list):
-                self.out += b"]"
-                self._put()
-                self._batch(((item,) for item in x), b"a", b"e")
-            elif isinstance(x, np.ndarray) and x.dtype == np.uint8:
-                self._array(np.ascontiguousarray(x))
-            else:
-                raise TypeError(f"cannot write {type(x).__name__} into a CIFAR pickle")
-
-    def _array(self, a):
-        self._global("numpy.core.multiarray", "_reconstruct")
-        self._global("numpy", "ndarray")
-        self.out += b"K\x00\x85" + b"U\x01b" + b"\x87R"          # (ndarray, (0,), 'b')
-        self._put()
-        self.out += b"(K\x01"                                      # state: (1, shape, dtype,
-        self.save(*a.shape)
-        self.out += {1: b"\x85", 2: b"\x86", 3: b"\x87"}[a.ndim]
-        self._global("numpy", "dtype")
-        self.out += b"U\x02u1K\x00K\x01\x87R"                      # dtype('u1', 0, 1)
-        self._put()
-        self.out += b"(K\x03U\x01|NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
-        self.out += b"\x89" + b"T" + a.nbytes.to_bytes(4, "little") + a.tobytes() + b"tb"
-
-    def dumps(self, obj) -> bytes:
-        self.out += b"\x80\x02"
-        self.save(obj)
-        self.out += b"."
-        return bytes(self.out)
-
-
-def py2_pickle(obj) -> bytes:
-    """``obj`` as Python 2's ``cPickle.dumps(obj, 2)`` wrote a CIFAR batch (see
-    :class:`_Py2Pickler`); readable with ``pickle.load(f, encoding="bytes")``."""
-    return _Py2Pickler().dumps(obj)
-
-
-def batch_dict(spec: DatasetSpec, images, labels, batch_label: str, first: int,
-               coarse=None) -> dict:
-    """The dict of one batch member, as in the real archive: images uint8 (n, 32, 32, 3),
-    labels (n,) (CIFAR-100: fine labels, and ``coarse`` labels); file names made up from
-    ``first`` (the index of the batch's first image)."""
-    data = np.ascontiguousarray(np.asarray(images, np.uint8).transpose(0, 3, 1, 2)).reshape(
-        len(images), ROW)
-    names = [f"synthetic_{first + i:06d}.png".encode() for i in range(len(images))]
-    if spec.name == "cifar-10":
-        return {b"data": data, b"labels": [int(v) for v in labels],
-                b"batch_label": batch_label.encode(), b"filenames": names}
-    return {b"filenames": names, b"batch_label": batch_label.encode(),
-            b"fine_labels": [int(v) for v in labels],
-            b"coarse_labels": [int(v) for v in coarse], b"data": data}
-
-
-def archive_bytes(members: dict, folder: str) -> bytes:
-    """A ``.tar.gz`` holding ``folder/`` and, in the given order, ``folder/<name>`` for each
-    ``name: bytes`` of ``members``; deterministic (mtime 0, owner 0, gzip mtime 0, level 1)."""
-    buf = io.BytesIO()
-    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=1) as gz:
-        with tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar:
-            info = tarfile.TarInfo(folder)
-            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 0
-            tar.addfile(info)
-            for name, data in members.items():
-                info = tarfile.TarInfo(f"{folder}/{name}")
-                info.size, info.mode, info.mtime = len(data), 0o644, 0
-                tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()

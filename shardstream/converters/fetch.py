@@ -139,7 +139,8 @@ def find_raw(spec: DatasetSpec, raw_dir=None, download: bool = True, mirror=None
              checksums=None, progress: bool = True) -> dict:
     """``{split: (raw file paths)}`` of ``spec`` (IDX: ``(images path, labels path)``; CIFAR:
     ``(archive or extracted folder,)``): found in the places listed in the module doc, else
-    downloaded (unless ``download`` is False or ``raw_dir`` is given).  ``mirror`` / ``checksums``: see :func:`download_raw`.
+    downloaded (unless ``download`` is False or ``raw_dir`` is given).  ``mirror`` /
+    ``checksums``: see :func:`download_raw`.
 
     :class:`InputError` saying every place looked at, what is missing and how to provide the
     files (``--raw DIR``, ``$SHARDSTREAM_RAW_DIR``, ``shardstream synth``).
