@@ -35,27 +35,31 @@ SIZE = 32
 GOLDEN = 0.6180339887
 
 
-def _hsv_to_rgb(h, s, v):
-    """float32 arrays in [0, 1] -> (..., 3) RGB in [0, 1] (the usual six-sector formula)."""
+def _hue_rgb(h, s):
+    """float32 (...) hue and saturation in [0, 1] -> (..., 3) RGB of value 1 (the six-sector
+    HSV formula; an HSV colour of value v is v times this)."""
     h = (h % 1.0) * 6.0
     i = np.floor(h).astype(np.int32) % 6
     f = h - np.floor(h)
-    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
-    r = np.choose(i, [v, q, p, p, t, v])
-    g = np.choose(i, [t, v, v, q, p, p])
-    b = np.choose(i, [p, p, t, v, v, q])
+    one = np.ones_like(h)
+    p, q, t = 1 - s, 1 - s * f, 1 - s * (1 - f)
+    r = np.choose(i, [one, q, p, p, t, one])
+    g = np.choose(i, [t, one, one, q, p, p])
+    b = np.choose(i, [p, p, t, one, one, q])
     return np.stack([r, g, b], axis=-1)
 
 
 def _blur(a):
-    """[1, 2, 1] / 4 blur of (n, H, W, C) along H and W (edges repeated)."""
+    """[1, 2, 1] / 4 blur of (n, H, W, C) float32 along H and W (edges repeated)."""
     for axis in (1, 2):
-        lo = np.take(a, [0], axis=axis)
-        hi = np.take(a, [a.shape[axis] - 1], axis=axis)
-        padded = np.concatenate([lo, a, hi], axis=axis)
-        n = a.shape[axis]
-        a = (np.take(padded, range(0, n), axis=axis) + 2 * a
-             + np.take(padded, range(2, n + 2), axis=axis)) * 0.25
+        a = np.swapaxes(a, 1, axis)
+        out = a * 2
+        out[:, 1:] += a[:, :-1]
+        out[:, :1] += a[:, :1]
+        out[:, :-1] += a[:, 1:]
+        out[:, -1:] += a[:, -1:]
+        out *= 0.25
+        a = np.swapaxes(out, 1, axis)
     return a
 
 
@@ -64,15 +68,18 @@ def make_images(labels: np.ndarray, num_classes: int, rng: np.random.Generator) 
     n = len(labels)
     c = np.arange(SIZE, dtype=np.float32) + 0.5
     y, x = c[None, :, None] / SIZE, c[None, None, :] / SIZE        # (1, H, 1), (1, 1, W)
-    hue = (labels.astype(np.float32) * GOLDEN)[:, None, None]
+    hue = labels.astype(np.float32) * GOLDEN
     col = lambda k: rng.uniform(*k, (n, 1, 1)).astype(np.float32)  # noqa: E731
-    # background: sky above a horizon, ground below, both of the complementary hue
+    # three colours per image (hue, saturation): sky and ground of the class's complementary
+    # hue, the object of its own hue; per pixel only the value (brightness) varies
+    sky_h, sky_s = hue + 0.5 + col((-0.06, 0.06))[:, 0, 0], col((0.25, 0.55))[:, 0, 0]
+    fg_h, fg_s = hue + col((-0.03, 0.03))[:, 0, 0], col((0.65, 1.0))[:, 0, 0]
+    colours = _hue_rgb(np.stack([sky_h, sky_h + 0.08, fg_h], axis=1),
+                       np.clip(np.stack([sky_s, sky_s + 0.15, fg_s], axis=1), 0, 1))  # (n, 3, 3)
     horizon = col((0.45, 0.8))
-    ground = (y > horizon).astype(np.float32)
-    bg_h = hue + 0.5 + col((-0.06, 0.06)) + 0.08 * ground
-    bg_s = col((0.25, 0.55)) + 0.15 * ground
+    ground = y > horizon                                            # (n, H, 1)
     bg_v = col((0.6, 0.95)) - 0.25 * ground - 0.15 * y
-    # the object: its shape by class, its colour the class's hue
+    # the object: its shape by class
     cx, cy = col((0.3, 0.7)), col((0.35, 0.65))
     rx, ry = col((0.16, 0.3)), col((0.16, 0.3))
     u, v = (x - cx) / rx, (y - cy) / ry
@@ -81,18 +88,17 @@ def make_images(labels: np.ndarray, num_classes: int, rng: np.random.Generator) 
     mask = np.where(shape == 0, r2 < 1,
                     np.where(shape == 1, (np.abs(u) < 0.9) & (np.abs(v) < 0.9),
                              np.where(shape == 2, (v < 0.9) & (np.abs(u) < (v + 1) * 0.5),
-                                      (r2 < 1) & (r2 > 0.35)))).astype(np.float32)
-    fg_h = hue + col((-0.03, 0.03))
-    fg_s = col((0.65, 1.0)) * np.ones_like(u)
+                                      (r2 < 1) & (r2 > 0.35))))
     fg_v = col((0.55, 1.0)) * (1 - 0.25 * np.clip(v, 0, 1))
-    h = mask * fg_h + (1 - mask) * bg_h
-    s = np.clip(mask * fg_s + (1 - mask) * bg_s, 0, 1)
-    val = mask * fg_v + (1 - mask) * bg_v
-    # texture: a coarse 8x8 field upsampled 4x, plus fine noise
+    val = np.where(mask, fg_v, bg_v)
+    # texture: a coarse 8x8 field upsampled 4x, then fine noise
     coarse = rng.random((n, 8, 8), dtype=np.float32)
     texture = np.repeat(np.repeat(coarse, 4, axis=1), 4, axis=2)
-    val = np.clip(val * (0.85 + 0.3 * texture), 0, 1)
-    rgb = _hsv_to_rgb(h, s, val) * 255 + rng.normal(0, 4, (n, SIZE, SIZE, 3)).astype(np.float32)
+    val = np.clip(val * (0.85 + 0.3 * texture), 0, 1) * 255
+    which = np.where(mask, 2, np.broadcast_to(ground, mask.shape).astype(np.int64))
+    rgb = np.take_along_axis(colours, which.reshape(n, -1, 1), axis=1).reshape(n, SIZE, SIZE, 3)
+    rgb *= val[..., None]
+    rgb += rng.normal(0, 4, (n, SIZE, SIZE, 3)).astype(np.float32)
     return np.clip(_blur(rgb) + 0.5, 0, 255).astype(np.uint8)
 
 
