@@ -17,7 +17,7 @@ import pytest
 from conftest import CIFAR_TEST, CIFAR_TRAIN, SMALL_SHARD, cifar_archive_arrays
 
 from shardstream.cli import main
-from shardstream.converters.cifar import safe_loads
+from shardstream.converters.cifar import _batch, safe_loads
 from shardstream.converters.cifar_synth import archive_bytes, py2_pickle
 from shardstream.converters.convert import convert
 from shardstream.converters.datasets import DATASETS
@@ -270,6 +270,15 @@ def test_malicious_pickle_cannot_run_code(tmp_path, capsys):
               b"\x87R.")
     with pytest.raises(InputError, match="refused to load the global builtins.eval"):
         safe_loads(sneaky, "x")
+    # nor can BUILD alter the stand-ins it hands out (setattr through a slot state)
+    tamper = (b"\x80\x02cnumpy\nndarray\nN}X\x08\x00\x00\x00__call__cnumpy\ndtype\ns\x86b.")
+    with pytest.raises(InputError, match="refused to set the attribute '__call__'"):
+        safe_loads(tamper, "x")
+    # an array the pickle never fills in is a layout error, not a crash
+    empty = (b"\x80\x02}(U\x04datacnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n"
+             b"K\x00\x85U\x01b\x87RU\x06labels]u.")
+    with pytest.raises(InputError, match="x: 'data' is PickledArray, expected a uint8 array"):
+        _batch(empty, "x", C10, b"labels", 10)
 
 
 def _truncated(tmp_path):

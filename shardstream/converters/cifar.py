@@ -71,28 +71,52 @@ LAYOUTS = {
 # the restricted unpickler
 
 
-class _NDArrayClass:
-    """Stand-in for ``numpy.ndarray`` as a pickle names it (only ever passed to
-    :func:`_reconstruct`)."""
+class _Inert:
+    """Base of the stand-ins the unpickler hands out: no ``__dict__``, and no attribute can be
+    set on them (a pickle's BUILD opcode cannot alter them)."""
+
+    __slots__ = ()
+
+    def __setattr__(self, name, value):
+        raise pickle.UnpicklingError(f"refused to set the attribute {name!r} of a stand-in")
 
 
-class _DType:
-    """Stand-in for ``numpy.dtype(code, align, copy)``; only ``u1`` (uint8) is accepted."""
+class _NDArrayType(_Inert):
+    """What ``numpy.ndarray`` stands for: a marker, only ever passed to :class:`_Reconstruct`."""
 
-    def __init__(self, code, align=0, copy=1):
-        code = code.decode("ascii", "replace") if isinstance(code, bytes) else str(code)
-        if code not in ("u1", "|u1", "B"):
-            raise pickle.UnpicklingError(f"an array of dtype {code!r}; CIFAR arrays are uint8")
+    __slots__ = ()
+
+
+class _DType(_Inert):
+    """A ``numpy.dtype(code, align, copy)`` stand-in; only ``u1`` (uint8) is accepted."""
+
+    __slots__ = ()
 
     def __setstate__(self, state):
         pass  # byte order and flags: meaningless for uint8
 
 
-class PickledArray:
-    """Stand-in for a pickled numpy array; ``.value`` is the uint8 array, read-only, made with
-    ``np.frombuffer`` from the pickle's bytes once ``__setstate__`` has checked them."""
+class _DTypeFactory(_Inert):
+    """What ``numpy.dtype`` stands for."""
 
-    value = None
+    __slots__ = ()
+
+    def __call__(self, code, align=0, copy=1):
+        code = code.decode("ascii", "replace") if isinstance(code, bytes) else str(code)
+        if code not in ("u1", "|u1", "B"):
+            raise pickle.UnpicklingError(f"an array of dtype {code!r}; CIFAR arrays are uint8")
+        return _DType()
+
+
+class PickledArray(_Inert):
+    """Stand-in for a pickled numpy array; ``.value`` is the uint8 array, read-only, made with
+    ``np.frombuffer`` from the pickle's bytes once ``__setstate__`` has checked them (None
+    until then)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self):
+        object.__setattr__(self, "value", None)
 
     def __setstate__(self, state):
         if not isinstance(state, tuple) or len(state) not in (4, 5):
@@ -106,19 +130,26 @@ class PickledArray:
             raise pickle.UnpicklingError(f"an array of shape {shape} with {len(raw)} bytes "
                                          f"of data")
         a = np.frombuffer(raw, dtype=np.uint8)
-        self.value = a.reshape(shape[::-1]).T if fortran else a.reshape(shape)
+        object.__setattr__(self, "value", a.reshape(shape[::-1]).T if fortran
+                           else a.reshape(shape))
 
 
-def _reconstruct(cls, shape, typecode):
-    if cls is not _NDArrayClass:
-        raise pickle.UnpicklingError("_reconstruct of something other than an ndarray")
-    return PickledArray()
+class _Reconstruct(_Inert):
+    """What ``numpy.core.multiarray._reconstruct`` stands for: makes an empty
+    :class:`PickledArray` (filled by BUILD)."""
+
+    __slots__ = ()
+
+    def __call__(self, cls, shape, typecode):
+        if not isinstance(cls, _NDArrayType):
+            raise pickle.UnpicklingError("_reconstruct of something other than an ndarray")
+        return PickledArray()
 
 
-_GLOBALS = {("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-            ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-            ("numpy", "ndarray"): _NDArrayClass,
-            ("numpy", "dtype"): _DType}
+_GLOBALS = {("numpy.core.multiarray", "_reconstruct"): _Reconstruct(),
+            ("numpy._core.multiarray", "_reconstruct"): _Reconstruct(),
+            ("numpy", "ndarray"): _NDArrayType(),
+            ("numpy", "dtype"): _DTypeFactory()}
 
 
 class SafeUnpickler(pickle.Unpickler):
@@ -258,13 +289,14 @@ def _batch(data: bytes, where: str, spec: DatasetSpec, label_key: bytes, num_cla
                              for k in d)
             raise _layout_error(where, f"no {key.decode()!r} entry (it has: {have})", spec)
     arr = d[b"data"]
-    if not isinstance(arr, PickledArray) or arr.value.ndim != 2 or arr.value.shape[1] != ROW:
-        what = arr.value.shape if isinstance(arr, PickledArray) else type(arr).__name__
+    value = arr.value if isinstance(arr, PickledArray) else None
+    if value is None or value.ndim != 2 or value.shape[1] != ROW:
+        what = value.shape if value is not None else type(arr).__name__
         raise _layout_error(where, f"'data' is {what}, expected a uint8 array (N, {ROW})", spec)
     labels = d[label_key]
     if not isinstance(labels, list) or not all(type(v) is int for v in labels):
         raise _layout_error(where, f"{label_key.decode()!r} is not a list of ints", spec)
-    n = arr.value.shape[0]
+    n = value.shape[0]
     if len(labels) != n:
         raise _layout_error(where, f"{n:,} images but {len(labels):,} labels", spec)
     labels = np.asarray(labels, dtype=np.int64)
@@ -272,7 +304,7 @@ def _batch(data: bytes, where: str, spec: DatasetSpec, label_key: bytes, num_cla
     if len(bad):
         raise _layout_error(where, f"label {labels[bad[0]]} of image {bad[0]} is outside the "
                                    f"{num_classes} classes", spec)
-    images = arr.value.reshape(n, 3, 32, 32).transpose(0, 2, 3, 1)  # planes -> (H, W, C)
+    images = value.reshape(n, 3, 32, 32).transpose(0, 2, 3, 1)  # planes -> (H, W, C)
     return np.ascontiguousarray(images), labels
 
 
