@@ -174,7 +174,9 @@ def build_parser():
     s.add_argument("--shard-size", type=int, default=10000, help="samples per shard (default 10000)")
     s.add_argument("--encoding", choices=["npy", "png"], default="npy",
                    help="image encoding: npy (raw uint8, fastest) or png (default npy)")
-    s.add_argument("--name", default=None, help="dataset name in the output (imagefolder; default the folder name)")
+    s.add_argument("--name", default=None,
+                   help="dataset name in the output (default the dataset's name, cifar-100-coarse "
+                        "for --label coarse, or the source folder's name)")
     s.add_argument("--overwrite", action="store_true",
                    help="replace a different dataset already at the output")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")

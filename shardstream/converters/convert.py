@@ -27,7 +27,7 @@ from ..errors import InputError, ManifestError
 from ..shards import storage
 from ..shards.formats import ENCODINGS, FORMATS, encode_png, sample_key, shard_name, write_shard
 from ..shards.manifest import MANIFEST_NAME, Manifest, ShardInfo
-from .datasets import SPLITS, get_spec
+from .datasets import SOURCES, SPLITS, get_spec
 from .marker import read_marker
 
 
@@ -287,25 +287,25 @@ def load_raw(spec, paths) -> tuple[dict, dict]:
     return data, mark_synthetic(sources, paths)
 
 
-def write_splits(out: str, dataset: str, data: dict, classes, sources: dict, **kw) -> list:
+def write_splits(out: str, dataset: str, data: dict, classes, sources: dict, *,
+                 formats=FORMATS, shard_size: int = 10000, encoding: str = "npy",
+                 overwrite: bool = False, progress: bool = True) -> list:
     """Write every split of ``data`` (``{split: (images, labels)}``, ``sources[split]`` its
-    source dict) with :func:`write_split` (``kw``: its keyword arguments), after checking that
-    none of the targets holds a different conversion: a refusal writes nothing."""
+    source dict) with :func:`write_split`, after checking that none of the targets holds a
+    different conversion: a refusal writes nothing.  Returns the manifests."""
     for split, (images, labels) in data.items():
         check_target(storage.join(out, dataset, split),
                      target_header(dataset, split, images, labels, classes, sources[split],
-                                   formats=kw.get("formats", FORMATS),
-                                   shard_size=kw.get("shard_size", 10000),
-                                   encoding=kw.get("encoding", "npy")),
-                     kw.get("overwrite", False))
-    return [write_split(out, dataset, split, images, labels, classes, sources[split], **kw)
+                                   formats=formats, shard_size=shard_size, encoding=encoding),
+                     overwrite)
+    return [write_split(out, dataset, split, images, labels, classes, sources[split],
+                        formats=formats, shard_size=shard_size, encoding=encoding,
+                        overwrite=overwrite, progress=progress)
             for split, (images, labels) in data.items()]
 
 
 def _check_options(dataset, source, raw, label, classes, size):
     """Refuse the options that do not go with ``dataset`` (one line saying which do)."""
-    from .datasets import SOURCES
-
     if dataset in SOURCES:
         if source is None:
             what, arg = ("the image folder", "DIR") if dataset == "imagefolder" else \
