@@ -27,6 +27,8 @@ _LAZY = {
     "FashionMNIST": ("shardstream.book.datamodule", "FashionMNIST"),
     "MNIST": ("shardstream.book.datamodule", "MNIST"),
     "KMNIST": ("shardstream.book.datamodule", "KMNIST"),
+    "CIFAR10": ("shardstream.book.datamodule", "CIFAR10"),
+    "CIFAR100": ("shardstream.book.datamodule", "CIFAR100"),
     "show_images": ("shardstream.book.show", "show_images"),
 }
 

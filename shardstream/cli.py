@@ -73,7 +73,8 @@ def cmd_convert(args):
 
     convert(args.dataset, args.out, source=args.source, raw=args.raw, formats=tuple(args.format),
             shard_size=args.shard_size, encoding=args.encoding, overwrite=args.overwrite,
-            name=args.name, progress=not args.quiet)
+            name=args.name, progress=not args.quiet, label=args.label, classes=args.classes,
+            size=args.size)
 
 
 def cmd_datasets(args):
@@ -155,14 +156,16 @@ def build_parser():
     p.add_argument("--version", action="version", version=f"shardstream {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    s = sub.add_parser("synth", help="write a deterministic stand-in dataset in the raw IDX format",
-                       description="Write a synthetic stand-in for an IDX dataset (Fashion-MNIST, "
-                                   "MNIST, KMNIST): same files, same format, marked synthetic in "
-                                   "every manifest made from it.")
-    s.add_argument("dataset", help="fashion-mnist, mnist or kmnist")
-    s.add_argument("out", help="folder to write the four IDX .gz files into")
-    s.add_argument("--train", type=int, default=60000, help="training samples (default 60000)")
-    s.add_argument("--test", type=int, default=10000, help="test samples (default 10000)")
+    s = sub.add_parser("synth", help="write a deterministic stand-in dataset in the raw format",
+                       description="Write a synthetic stand-in for a dataset (Fashion-MNIST, "
+                                   "MNIST, KMNIST: the four IDX files; CIFAR-10/100: the python "
+                                   "version archive, colour images): same files, same format, "
+                                   "marked synthetic in every manifest made from it.")
+    s.add_argument("dataset", help="fashion-mnist, mnist, kmnist, cifar-10 or cifar-100")
+    s.add_argument("out", help="folder to write the raw files into")
+    s.add_argument("--train", type=int, default=None,
+                   help="training samples (default: the real dataset's, 60000 / 50000)")
+    s.add_argument("--test", type=int, default=None, help="test samples (default 10000)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_synth)
@@ -170,14 +173,25 @@ def build_parser():
     s = sub.add_parser("convert", help="convert a raw dataset into tar + Parquet shards",
                        description="Convert a raw dataset into <out>/<dataset>/<split>/ with tar "
                                    "and/or Parquet shards and a checksummed manifest.json.")
-    s.add_argument("dataset", help="fashion-mnist, mnist, kmnist, or imagefolder")
+    s.add_argument("dataset", help="fashion-mnist, mnist, kmnist, cifar-10, cifar-100; or "
+                                   "imagefolder, webdataset, parquet with a SOURCE")
     s.add_argument("source", nargs="?", default=None,
-                   help="(imagefolder only) folder of class subfolders, or of split folders "
-                        "(train/, test/) holding class subfolders")
+                   help="imagefolder: folder of class subfolders (or of train/, test/ folders "
+                        "of them); webdataset / parquet: folder, http(s):// or s3:// location "
+                        "of *.tar / *.parquet files (train-*, test-* name the split)")
     s.add_argument("out", help="output location (path, file://, s3://...)")
     s.add_argument("--raw", default=None,
-                   help="folder holding the raw IDX files (default: search the usual places, "
-                        "then download)")
+                   help="folder holding the raw files: IDX files or a CIFAR archive (default: "
+                        "search the usual places, then download)")
+    s.add_argument("--label", default=None,
+                   help="cifar-100: fine (default, 100 classes) or coarse (20); parquet: the "
+                        "label column (default the ClassLabel column)")
+    s.add_argument("--classes", type=_csv(str), default=None,
+                   help="webdataset / parquet: comma-separated class names for labels 0, 1, .. "
+                        "(default the source's metadata, else the numbers)")
+    s.add_argument("--size", type=_size, default=None,
+                   help="webdataset / parquet: resize images of another size to HxW (PIL "
+                        "bilinear) instead of refusing them, e.g. 32 or 32x24")
     s.add_argument("--format", type=_csv(str), default=["tar", "parquet"],
                    help="comma-separated shard formats: tar, parquet (default both)")
     s.add_argument("--shard-size", type=int, default=10000,
@@ -185,7 +199,8 @@ def build_parser():
     s.add_argument("--encoding", choices=["npy", "png"], default="npy",
                    help="image encoding: npy (raw uint8, fastest) or png (default npy)")
     s.add_argument("--name", default=None,
-                   help="dataset name in the output (imagefolder; default the folder name)")
+                   help="dataset name in the output (default the dataset's name, cifar-100-coarse "
+                        "for --label coarse, or the source folder's name)")
     s.add_argument("--overwrite", action="store_true",
                    help="replace a different dataset already at the output")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")

@@ -460,3 +460,56 @@ from hypothesis import settings as _hypothesis_settings  # noqa: E402
 
 _hypothesis_settings.register_profile("shardstream", derandomize=True, database=None)
 _hypothesis_settings.load_profile("shardstream")
+
+# ---------------------------------------------------------------------------------------------
+# CIFAR (issue 15): a small stand-in archive (500 train in five batches of 100, 100 test) and
+# its conversion (npy, 128 samples per shard: 4 training shards, the last one short).
+
+CIFAR_TRAIN = 500
+CIFAR_TEST = 100
+
+
+@pytest.fixture(scope="session")
+def cifar10_raw(tmp_path_factory):
+    """Folder holding a stand-in ``cifar-10-python.tar.gz`` (and the synthetic marker)."""
+    from shardstream.converters.synth import synthesize
+
+    out = tmp_path_factory.mktemp("cifar_raw")
+    synthesize("cifar-10", str(out), num_train=CIFAR_TRAIN, num_test=CIFAR_TEST, seed=0,
+               progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def cifar10_shards(cifar10_raw, tmp_path_factory):
+    """Root of the conversion of ``cifar10_raw``: ``root / "cifar-10" / "train"``."""
+    from shardstream.converters.convert import convert
+
+    root = tmp_path_factory.mktemp("cifar_shards")
+    convert("cifar-10", str(root), raw=str(cifar10_raw), shard_size=SMALL_SHARD, progress=False)
+    return root
+
+
+def cifar_archive_arrays(archive, folder="cifar-10-batches-py", label_key=b"labels"):
+    """``{member: (images uint8 (n, 32, 32, 3), labels int64 (n,))}`` of a CIFAR archive, read
+    the way users' scripts read it: ``tarfile`` + stock ``pickle.load(..., encoding="bytes")``
+    (test data only: a stock unpickler runs whatever the pickle names)."""
+    import pickle
+    import tarfile
+    import warnings
+
+    import numpy as np
+
+    out = {}
+    with tarfile.open(archive) as tar, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # numpy.core is numpy._core's deprecated alias
+        for member in tar.getmembers():
+            if member.isfile() and member.name.startswith(folder + "/"):
+                d = pickle.loads(tar.extractfile(member).read(), encoding="bytes")
+                if b"data" in d:
+                    images = d[b"data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+                    out[member.name.split("/")[-1]] = (images,
+                                                       np.asarray(d[label_key], np.int64))
+                else:
+                    out[member.name.split("/")[-1]] = d
+    return out

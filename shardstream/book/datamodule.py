@@ -179,9 +179,10 @@ class EpochLoader:
 class DataModule:
     """A D2L-style data module over a converted dataset (``shardstream datasets`` lists them).
 
-    Arguments: ``name`` (``"fashion-mnist"``, ``"mnist"``, ``"kmnist"`` or any converted
-    dataset's name), ``batch_size``, ``resize`` ((h, w); ``None`` or the stored size = no
-    resize), ``root`` (location holding ``<name>/train`` and ``<name>/test``), ``framework``
+    Arguments: ``name`` (``"fashion-mnist"``, ``"mnist"``, ``"kmnist"``, ``"cifar-10"``,
+    ``"cifar-100"`` or any converted dataset's name), ``batch_size``, ``resize`` ((h, w);
+    ``None`` or the stored size = no resize), ``root`` (location holding ``<name>/train`` and
+    ``<name>/test``), ``framework``
     (``"torch"`` or ``"tf"``), ``num_workers`` (DataLoader workers; tf: parallel readers),
     ``seed``, ``shuffle_buffer`` (samples; see docs/determinism.md), ``format`` (``"auto"``,
     ``"tar"``, ``"parquet"``), ``raw`` (folder of raw files for the one-time conversion),
@@ -292,3 +293,20 @@ class KMNIST(DataModule):
 
     def __init__(self, batch_size=64, resize=(28, 28), **kw):
         super().__init__("kmnist", batch_size=batch_size, resize=resize, **kw)
+
+
+class CIFAR10(DataModule):
+    """CIFAR-10: 50,000 + 10,000 colour 32x32 images of 10 classes (airplane ... truck), the
+    dataset of D2L's Kaggle CIFAR-10 chapter. Batches are (N, 3, h, w) in torch, (N, h, w, 3)
+    in tf."""
+
+    def __init__(self, batch_size=64, resize=(32, 32), **kw):
+        super().__init__("cifar-10", batch_size=batch_size, resize=resize, **kw)
+
+
+class CIFAR100(DataModule):
+    """CIFAR-100: 50,000 + 10,000 colour 32x32 images of 100 classes (the fine labels; for the
+    20 superclasses convert with ``--label coarse`` and use ``DataModule("cifar-100-coarse")``)."""
+
+    def __init__(self, batch_size=64, resize=(32, 32), **kw):
+        super().__init__("cifar-100", batch_size=batch_size, resize=resize, **kw)

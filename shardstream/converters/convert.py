@@ -1,6 +1,7 @@
-"""Raw dataset in, shards out: ``shardstream convert`` for the IDX datasets (Fashion-MNIST,
-MNIST, KMNIST) and, through :mod:`.imagefolder`, for folders of images.  Writing a split (and
-the rules for the target folder) is :mod:`.writer`'s.
+"""Raw dataset in, shards out: the entry point of ``shardstream convert`` for the downloadable
+datasets (IDX: Fashion-MNIST, MNIST, KMNIST; CIFAR-10/100 through :mod:`.cifar`) and for the
+source kinds (:mod:`.imagefolder`, webdataset and Parquet shards of other tools through
+:mod:`.foreign`).  Writing the splits (and the rules for the target folder) is :mod:`.writer`'s.
 """
 
 from __future__ import annotations
@@ -11,15 +12,16 @@ import time
 
 import numpy as np
 
-from .. import storage
 from ..errors import InputError
 from ..shards.names import FORMATS
-from .datasets import SPLITS, get_spec
+from .cifar import check_label, load_cifar
+from .datasets import SOURCES, SPLITS, get_spec
 from .fetch import find_raw
+from .foreign import load_foreign
 from .idx import MAGIC_IMAGES, MAGIC_LABELS, parse_idx, read_file
 from .imagefolder import convert_imagefolder
-from .synth import read_marker
-from .writer import check_args, check_target, summary, target_header, write_split
+from .marker import read_marker
+from .writer import check_args, summary, write_splits
 
 
 def _sha256(data) -> str:
@@ -46,10 +48,23 @@ def _check_pair(spec, split, img_path, lbl_path, images, labels):
         raise InputError(f"{img_path}: holds no images (0 samples)")
 
 
+def mark_synthetic(sources: dict, paths) -> dict:
+    """``sources`` (``{split: source dict}``) with ``synthetic`` (and ``generator``, the
+    parameters of ``shardstream synth``) set from the marker files next to the raw files
+    ``paths`` (``{split: (path, ...)}``)."""
+    folders = {os.path.dirname(os.path.abspath(p)) for group in paths.values() for p in group}
+    markers = [m for m in (read_marker(f) for f in sorted(folders)) if m is not None]
+    for src in sources.values():
+        src["synthetic"] = bool(markers)
+        if markers:
+            src["generator"] = markers[0]
+    return sources
+
+
 def load_raw(spec, paths) -> tuple[dict, dict]:
     """Read and check the raw files ``paths`` (``{split: (images, labels)}``):
     ``({split: (images uint8 (N, H, W), labels uint8 (N,))}, source dict for the manifests)``."""
-    data, files = {}, {}
+    data, sources = {}, {}
     for split in SPLITS:
         img_path, lbl_path = paths[split]
         raw_img, raw_lbl = read_file(img_path), read_file(lbl_path)
@@ -57,66 +72,85 @@ def load_raw(spec, paths) -> tuple[dict, dict]:
         labels = parse_idx(raw_lbl, lbl_path, MAGIC_LABELS)
         _check_pair(spec, split, img_path, lbl_path, images, labels)
         data[split] = (images, labels)
-        files[split] = [{"name": os.path.basename(p), "bytes": len(b), "sha256": _sha256(b)}
-                        for p, b in ((img_path, raw_img), (lbl_path, raw_lbl))]
-    folders = {os.path.dirname(os.path.abspath(p)) for pair in paths.values() for p in pair}
-    markers = [m for m in (read_marker(f) for f in sorted(folders)) if m is not None]
-    sources = {}
-    for split in SPLITS:
-        src = {"dataset": spec.name, "files": files[split], "synthetic": bool(markers)}
-        if markers:
-            src["generator"] = markers[0]
-        sources[split] = src
-    return data, sources
+        sources[split] = {"dataset": spec.name, "files": [
+            {"name": os.path.basename(p), "bytes": len(b), "sha256": _sha256(b)}
+            for p, b in ((img_path, raw_img), (lbl_path, raw_lbl))]}
+    return data, mark_synthetic(sources, paths)
+
+
+def _check_options(dataset, source, raw, label, classes, size):
+    """Refuse the options that do not go with ``dataset`` (one line saying which do)."""
+    if dataset in SOURCES:
+        if source is None:
+            what, arg = ("the image folder", "DIR") if dataset == "imagefolder" else \
+                ("its source location", "SRC")
+            raise InputError(f"convert {dataset} needs {what}: `shardstream convert {dataset} "
+                             f"{arg} OUT`")
+        if raw is not None:
+            raise InputError(f"--raw is for the downloadable datasets; for {dataset} give the "
+                             f"source as `shardstream convert {dataset} SRC OUT`")
+    elif source is not None:
+        get_spec(dataset)  # an unknown name: say so first
+        raise InputError(f"unexpected argument {source!r}: `shardstream convert {dataset} OUT` "
+                         f"takes one folder (the output); give the raw files with --raw DIR")
+    if dataset == "imagefolder" and (label, classes, size) != (None, None, None):
+        raise InputError("--label, --classes and --size are for webdataset and parquet "
+                         "sources (and --label for cifar-100)")
+    if dataset not in SOURCES and (classes is not None or size is not None):
+        raise InputError(f"--classes and --size are for webdataset and parquet sources; "
+                         f"{dataset} has its own classes and image size")
+    if dataset == "webdataset" and label is not None:
+        raise InputError("--label names a Parquet column (or cifar-100's fine/coarse); a "
+                         "webdataset sample's label is its .cls member")
 
 
 def convert(dataset: str, out: str, source=None, raw=None, formats=FORMATS,
             shard_size: int = 10000, encoding: str = "npy", overwrite: bool = False,
-            name=None, progress: bool = True) -> list:
-    """Convert ``dataset`` (``fashion-mnist``, ``mnist``, ``kmnist`` or ``imagefolder``) into
-    ``<out>/<name or dataset>/<split>/`` for each split; returns the manifests (train, test).
+            name=None, progress: bool = True, label=None, classes=None, size=None) -> list:
+    """Convert ``dataset`` into ``<out>/<name or dataset>/<split>/`` for each split; returns the
+    manifests (train, test, ...).  ``shardstream datasets`` lists what ``dataset`` may be: a
+    downloadable dataset (``fashion-mnist``, ``mnist``, ``kmnist``, ``cifar-10``,
+    ``cifar-100``) or a source kind (``imagefolder``, ``webdataset``, ``parquet``).
 
-    ``raw``: the folder of raw IDX files (default: search the usual places, then download; see
-    :mod:`.fetch`); ``source``: the image folder (``imagefolder`` only); ``formats``: shard
-    formats; ``shard_size``: samples per shard; ``encoding``: ``"npy"`` or ``"png"``;
-    ``overwrite``: replace a different conversion already at the output; ``name``: the dataset
-    name in the output (default the dataset's name, or the image folder's name).
+    ``raw``: the folder of raw files of a downloadable dataset (default: search the usual
+    places, then download; see :mod:`.fetch`); ``source``: the location of a source kind;
+    ``formats``: shard formats; ``shard_size``: samples per shard; ``encoding``: ``"npy"`` or
+    ``"png"``; ``overwrite``: replace a different conversion already at the output; ``name``:
+    the dataset name in the output (default the dataset's name, ``cifar-100-coarse`` for
+    CIFAR-100's coarse labels, or the source folder's name).  ``label``: ``"fine"``/``"coarse"``
+    (cifar-100) or the label column (parquet); ``classes``: class names (webdataset, parquet;
+    default the source's metadata); ``size``: (H, W) to resize every image of another size to
+    at conversion (webdataset, parquet; PIL bilinear), else they must be one size.
     """
     t0 = time.perf_counter()
     formats = check_args(formats, shard_size, encoding)
     out = os.fspath(out)
+    _check_options(dataset, source, raw, label, classes, size)
+    kw = dict(formats=formats, shard_size=shard_size, encoding=encoding, overwrite=overwrite,
+              progress=progress)
     if dataset == "imagefolder":
-        if source is None:
-            raise InputError("convert imagefolder needs the image folder: "
-                             "`shardstream convert imagefolder DIR OUT`")
-        if raw is not None:
-            raise InputError("--raw is for the IDX datasets; for imagefolder give the folder as "
-                             "`shardstream convert imagefolder DIR OUT`")
-        manifests = convert_imagefolder(source, out, name=name, formats=formats,
-                                        shard_size=shard_size, encoding=encoding,
-                                        overwrite=overwrite, progress=progress)
+        manifests = convert_imagefolder(source, out, name=name, **kw)
+    elif dataset in ("webdataset", "parquet"):
+        out_name, data, names, sources = load_foreign(dataset, source, name=name, label=label,
+                                                      classes=classes, size=size,
+                                                      progress=progress)
+        manifests = write_splits(out, out_name, data, names, sources, **kw)
     else:
         spec = get_spec(dataset)
-        if source is not None:
-            raise InputError(f"unexpected argument {source!r}: `shardstream convert {dataset} "
-                             f"OUT` takes one folder (the output); give the raw files with --raw "
-                             f"DIR")
-        out_name = name or spec.name
+        if spec.raw_format == "cifar":
+            label = check_label(spec, label)
+        elif label is not None:
+            raise InputError(f"--label is for cifar-100 (fine/coarse) and parquet sources; "
+                             f"{spec.name} has one kind of label")
         paths = find_raw(spec, raw, progress=progress)
-        data, sources = load_raw(spec, paths)
-        for split in SPLITS:  # refuse before writing anything
-            check_target(storage.join(out, out_name, split),
-                         target_header(out_name, split, *data[split], spec.classes,
-                                       sources[split], formats=formats, shard_size=shard_size,
-                                       encoding=encoding), overwrite)
-        manifests = [write_split(out, out_name, split, data[split][0], data[split][1],
-                                 spec.classes, sources[split], formats=formats,
-                                 shard_size=shard_size, encoding=encoding, overwrite=overwrite,
-                                 progress=progress)
-                     for split in SPLITS]
+        if spec.raw_format == "cifar":
+            data, names, sources = load_cifar(spec, paths["train"][0], label=label)
+            sources = mark_synthetic(sources, paths)
+            out_name = name or (spec.name if label == "fine" else f"{spec.name}-{label}")
+        else:
+            data, sources = load_raw(spec, paths)
+            names, out_name = spec.classes, name or spec.name
+        manifests = write_splits(out, out_name, data, names, sources, **kw)
     if progress:
         print(summary(manifests, out, time.perf_counter() - t0))
     return manifests
-
-
-

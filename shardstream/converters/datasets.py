@@ -1,5 +1,7 @@
 """The raw datasets shardstream knows how to convert: the IDX family (Fashion-MNIST, MNIST,
-KMNIST) and, as a generic source, a folder of class subfolders of images (``imagefolder``).
+KMNIST), CIFAR-10 and CIFAR-100 (the official "python version" archives) and, as generic
+sources, a folder of class subfolders of images (``imagefolder``) and shards other tools wrote
+(``webdataset`` tar shards, Hugging Face ``parquet``).
 
 Each :class:`DatasetSpec` says everything the converter, the synthesiser and the raw-file finder
 need: class names, raw file names per split, official mirrors, the published md5 checksums (the
@@ -9,7 +11,8 @@ ones torchvision checks), and the folder names torchvision and keras keep the fi
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 
 from ..errors import InputError
 
@@ -20,12 +23,38 @@ IDX_FILES = {
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
 
+CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
+CIFAR100_ARCHIVE = "cifar-100-python.tar.gz"
+# CIFAR-100's class names, as its archive's `meta` lists them (label order)
+CIFAR100_FINE = tuple("""
+    apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus
+    butterfly camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch
+    crab crocodile cup dinosaur dolphin elephant flatfish forest fox girl hamster house kangaroo
+    keyboard lamp lawn_mower leopard lion lizard lobster man maple_tree motorcycle mountain mouse
+    mushroom oak_tree orange orchid otter palm_tree pear pickup_truck pine_tree plain plate poppy
+    porcupine possum rabbit raccoon ray road rocket rose sea seal shark shrew skunk skyscraper
+    snail snake spider squirrel streetcar sunflower sweet_pepper table tank telephone television
+    tiger tractor train trout tulip turtle wardrobe whale willow_tree wolf woman worm""".split())
+CIFAR100_COARSE = tuple("""
+    aquatic_mammals fish flowers food_containers fruit_and_vegetables
+    household_electrical_devices household_furniture insects large_carnivores
+    large_man-made_outdoor_things large_natural_outdoor_scenes large_omnivores_and_herbivores
+    medium_mammals non-insect_invertebrates people reptiles small_mammals trees vehicles_1
+    vehicles_2""".split())
+
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """One IDX dataset.  ``files[split] = (images file, labels file)``; ``md5[file name]`` the
-    published checksum of each ``.gz`` file; ``mirrors`` base URLs (ending in ``/``) tried in
-    order; ``sizes[split]`` samples per split; images are ``image_shape`` uint8."""
+    """One downloadable dataset.  ``files[split]``: the raw files holding that split (IDX:
+    ``(images file, labels file)``; CIFAR: the one archive holding both splits); ``md5[file
+    name]`` the published checksum of each raw file; ``mirrors`` base URLs (ending in ``/``)
+    tried in order; ``sizes[split]`` samples per split; images are ``image_shape`` uint8.
+
+    ``raw_format``: ``"idx"`` or ``"cifar"`` (:mod:`.cifar`); torchvision keeps the raw files in
+    ``<root>/<torchvision_folder>/<raw_subdir>``, keras in ``~/.keras/datasets/<keras_folder>``
+    (None: keras does not have it); ``aliases[file name]``: other names the same raw file (or
+    the folder extracted from it) is found under; ``coarse_classes``: CIFAR-100's 20
+    superclasses (``--label coarse``)."""
 
     name: str
     title: str
@@ -38,10 +67,18 @@ class DatasetSpec:
     sizes: dict
     image_shape: tuple = (28, 28, 1)
     homepage: str = ""
+    raw_format: str = "idx"
+    raw_subdir: str = "raw"
+    aliases: dict = field(default_factory=dict)
+    coarse_classes: tuple = ()
 
     def all_files(self) -> tuple:
-        """Every raw file name, train first: images, labels, images, labels."""
-        return tuple(f for split in SPLITS for f in self.files[split])
+        """Every raw file name, train first (IDX: images, labels, images, labels), each once."""
+        return tuple(dict.fromkeys(f for split in SPLITS for f in self.files[split]))
+
+    def torchvision_dir(self, root: str) -> str:
+        """The folder torchvision keeps the raw files in under ``root``."""
+        return os.path.normpath(os.path.join(root, self.torchvision_folder, self.raw_subdir))
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -91,12 +128,61 @@ DATASETS: dict[str, DatasetSpec] = {
         sizes={"train": 60000, "test": 10000},
         homepage="https://github.com/rois-codh/kmnist",
     ),
+    "cifar-10": DatasetSpec(
+        name="cifar-10",
+        title="CIFAR-10 (Krizhevsky, 2009) colour photos",
+        classes=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                 "ship", "truck"),
+        files={split: (CIFAR10_ARCHIVE,) for split in SPLITS},
+        mirrors=("https://www.cs.toronto.edu/~kriz/",),
+        md5={CIFAR10_ARCHIVE: "c58f30108f718f92721af3b95e74349a"},
+        torchvision_folder="",
+        keras_folder="",
+        sizes={"train": 50000, "test": 10000},
+        image_shape=(32, 32, 3),
+        homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
+        raw_format="cifar",
+        raw_subdir="",
+        # keras 2 saves the archive as cifar-10-batches-py.tar.gz, keras 3 as
+        # cifar-10-batches-py; both (and torchvision) extract it to cifar-10-batches-py/
+        aliases={CIFAR10_ARCHIVE: ("cifar-10-batches-py.tar.gz", "cifar-10-batches-py",
+                                   "cifar-10-batches-py_extracted/cifar-10-batches-py")},
+    ),
+    "cifar-100": DatasetSpec(
+        name="cifar-100",
+        title="CIFAR-100 (Krizhevsky, 2009) colour photos",
+        classes=CIFAR100_FINE,
+        files={split: (CIFAR100_ARCHIVE,) for split in SPLITS},
+        mirrors=("https://www.cs.toronto.edu/~kriz/",),
+        md5={CIFAR100_ARCHIVE: "eb9058c3a382ffc7106e4002c42a8d85"},
+        torchvision_folder="",
+        keras_folder="",
+        sizes={"train": 50000, "test": 10000},
+        image_shape=(32, 32, 3),
+        homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
+        raw_format="cifar",
+        raw_subdir="",
+        aliases={CIFAR100_ARCHIVE: ("cifar-100-python",
+                                    "cifar-100-python_extracted/cifar-100-python")},
+        coarse_classes=CIFAR100_COARSE,
+    ),
 }
 
 IMAGEFOLDER_HELP = ("a folder of class subfolders of PNG/JPEG images (or of split folders "
                     "train/, test/ or val/ each holding class subfolders); grayscale or RGB, all "
                     "one size; classes sorted by folder name: "
                     "`shardstream convert imagefolder DIR OUT [--name NAME]`")
+#: the sources given as a location rather than a name (``convert KIND SRC OUT``) and their help
+SOURCES = {
+    "imagefolder": IMAGEFOLDER_HELP,
+    "webdataset": ("tar shards another tool wrote (a folder, http(s):// or s3:// prefix of "
+                   "*.tar): per sample an image member (.png, .jpg, .npy) and a .cls label; "
+                   "`shardstream convert webdataset SRC OUT [--classes a,b,..] [--size HxW]`"),
+    "parquet": ("Hugging Face Parquet files (a folder, http(s):// or s3:// prefix of "
+                "*.parquet): an Image column and an int/ClassLabel column, class names from "
+                "the file's metadata; `shardstream convert parquet SRC OUT [--label COLUMN] "
+                "[--size HxW]`"),
+}
 
 
 def get_spec(name: str) -> DatasetSpec:
@@ -105,20 +191,33 @@ def get_spec(name: str) -> DatasetSpec:
         return DATASETS[name]
     except KeyError:
         raise InputError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)} (and "
-                         f"'imagefolder' for `convert`); run `shardstream datasets`") from None
+                         f"{', '.join(repr(k) for k in SOURCES)} for `convert`); run "
+                         f"`shardstream datasets`") from None
 
 
 def describe() -> list[dict]:
     """One JSON-able dict per dataset (name, title, splits with sample counts, image shape,
-    classes), then one for ``imagefolder``."""
-    rows = [{"name": s.name, "title": s.title, "splits": dict(s.sizes),
-             "image_shape": list(s.image_shape), "classes": list(s.classes),
-             "raw_files": list(s.all_files()), "mirrors": list(s.mirrors),
-             "torchvision_folder": s.torchvision_folder, "keras_folder": s.keras_folder}
-            for s in DATASETS.values()]
-    rows.append({"name": "imagefolder", "title": "your own images",
-                 "description": IMAGEFOLDER_HELP})
+    classes; CIFAR-100 also its coarse classes), then one per generic source."""
+    rows = []
+    for s in DATASETS.values():
+        row = {"name": s.name, "title": s.title, "splits": dict(s.sizes),
+               "image_shape": list(s.image_shape), "classes": list(s.classes),
+               "raw_files": list(s.all_files()), "mirrors": list(s.mirrors),
+               "torchvision_folder": s.torchvision_folder, "keras_folder": s.keras_folder}
+        if s.coarse_classes:
+            row["coarse_classes"] = list(s.coarse_classes)
+        rows.append(row)
+    rows += [{"name": name, "title": "your own images" if name == "imagefolder" else
+              f"{name} shards of another tool", "description": text}
+             for name, text in SOURCES.items()]
     return rows
+
+
+def _names(classes, limit=12) -> str:
+    """Class names for one line: all of them, or the first ``limit`` and how many more."""
+    if len(classes) <= limit:
+        return ", ".join(classes)
+    return f"{', '.join(classes[:limit])}, ... ({len(classes) - limit} more; --json lists all)"
 
 
 def print_datasets(as_json: bool = False) -> None:
@@ -128,10 +227,14 @@ def print_datasets(as_json: bool = False) -> None:
         print(json.dumps(rows, indent=2))
         return
     for row in rows:
-        if row["name"] == "imagefolder":
-            print(f"imagefolder     {IMAGEFOLDER_HELP}")
+        if row["name"] in SOURCES:
+            print(f"{row['name']:<15} {row['description']}")
             continue
         h, w, c = row["image_shape"]
         splits = ", ".join(f"{k} {v:,}" for k, v in row["splits"].items())
-        print(f"{row['name']:<15} {row['title']}: {splits}; {h}x{w}x{c} uint8; "
-              f"{len(row['classes'])} classes: {', '.join(row['classes'])}")
+        line = (f"{row['name']:<15} {row['title']}: {splits}; {h}x{w}x{c} uint8; "
+                f"{len(row['classes'])} classes: {_names(row['classes'])}")
+        if "coarse_classes" in row:
+            line += (f"; --label coarse: {len(row['coarse_classes'])} superclasses: "
+                     f"{_names(row['coarse_classes'], 5)}")
+        print(line)

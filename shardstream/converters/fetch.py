@@ -1,13 +1,17 @@
-"""Finding the raw IDX files of a dataset, or downloading them.
+"""Finding the raw files of a dataset (IDX files, CIFAR archives), or downloading them.
 
-Where :func:`find_raw` looks, in order (the first folder holding all four files wins; a file
-may be gzip-compressed ``name.gz`` or plain ``name`` as torchvision leaves it):
+Where :func:`find_raw` looks, in order (the first folder holding all the raw files wins; an
+IDX file may be gzip-compressed ``name.gz`` or plain ``name`` as torchvision leaves it; a CIFAR
+archive may also be found under keras' names for it, or as the folder extracted from it, see
+``DatasetSpec.aliases``):
 
 1. ``--raw DIR`` (``raw_dir``): ``DIR`` itself, then ``DIR/<TorchvisionName>/raw``; nothing
    else is tried when it is given;
 2. ``$SHARDSTREAM_RAW_DIR`` and ``$SHARDSTREAM_RAW_DIR/<TorchvisionName>/raw``;
-3. the torchvision layout under ``./data`` and ``~/data``: ``<root>/FashionMNIST/raw/``;
-4. the keras cache: ``~/.keras/datasets/fashion-mnist/`` (Fashion-MNIST, MNIST);
+3. the torchvision layout under ``./data`` and ``~/data``: ``<root>/FashionMNIST/raw/``
+   (CIFAR: ``<root>/`` itself, where torchvision keeps ``cifar-10-python.tar.gz``);
+4. the keras cache: ``~/.keras/datasets/fashion-mnist/`` (Fashion-MNIST, MNIST),
+   ``~/.keras/datasets/`` (CIFAR);
 5. shardstream's own download cache: ``<cache dir>/raw/<dataset>/`` (cache dir:
    ``$SHARDSTREAM_CACHE_DIR`` or the platform's user cache folder);
 6. otherwise the files are downloaded from the dataset's official mirror(s) into that cache,
@@ -35,39 +39,43 @@ def raw_cache_dir(spec: DatasetSpec) -> str:
 
 def candidate_dirs(spec: DatasetSpec, raw_dir=None) -> list[str]:
     """The folders :func:`find_raw` searches, in order (see the module doc)."""
-    tv = spec.torchvision_folder
     if raw_dir is not None:
         raw_dir = os.fspath(raw_dir)
-        return [raw_dir, os.path.join(raw_dir, tv, "raw")]
+        return list(dict.fromkeys([raw_dir, spec.torchvision_dir(raw_dir)]))
     dirs = []
     env = config.raw_dir()
     if env:
-        dirs += [env, os.path.join(env, tv, "raw")]
+        dirs += [env, spec.torchvision_dir(env)]
     for root in ("data", os.path.join("~", "data")):
-        dirs.append(os.path.abspath(os.path.join(os.path.expanduser(root), tv, "raw")))
-    if spec.keras_folder:
-        dirs.append(os.path.expanduser(os.path.join("~", ".keras", "datasets",
-                                                    spec.keras_folder)))
+        dirs.append(os.path.abspath(spec.torchvision_dir(os.path.expanduser(root))))
+    if spec.keras_folder is not None:
+        dirs.append(os.path.normpath(os.path.expanduser(os.path.join(
+            "~", ".keras", "datasets", spec.keras_folder))))
     dirs.append(raw_cache_dir(spec))
     return list(dict.fromkeys(dirs))  # without repeats (./data is ~/data when cwd is ~)
 
 
-def _locate(folder: str, filename: str) -> str | None:
-    """``folder/filename`` (``.gz``) or the same without ``.gz``, whichever exists."""
+def _locate(folder: str, filename: str, aliases=()) -> str | None:
+    """``folder/filename`` (``.gz``) or the same without ``.gz``, whichever exists; else the
+    first of ``aliases`` (other names of the file, or of the folder extracted from it) that
+    exists as a file or a folder."""
     for name in (filename, filename[:-3] if filename.endswith(".gz") else None):
         if name and os.path.isfile(os.path.join(folder, name)):
+            return os.path.join(folder, name)
+    for name in aliases:
+        if os.path.exists(os.path.join(folder, name)):
             return os.path.join(folder, name)
     return None
 
 
 def _in_folder(spec: DatasetSpec, folder: str):
-    """({split: (images, labels)} or None, [missing file names]) for one folder."""
+    """({split: (raw file paths)} or None, [missing file names]) for one folder."""
     found, missing = {}, []
     for split in SPLITS:
-        pair = tuple(_locate(folder, f) for f in spec.files[split])
+        pair = tuple(_locate(folder, f, spec.aliases.get(f, ())) for f in spec.files[split])
         missing += [f for f, p in zip(spec.files[split], pair) if p is None]
         found[split] = pair
-    return (None if missing else found), missing
+    return (None if missing else found), list(dict.fromkeys(missing))
 
 
 def _md5(data: bytes) -> str:
@@ -80,7 +88,7 @@ def download_raw(spec: DatasetSpec, dest: str, mirror=None, checksums=None, prog
     ``mirror``: a base URL or a list of them (default: the official mirrors), tried in order;
     ``checksums``: ``{file name: md5}`` (default: the published ones).  Every file is checked
     against its md5 before it is written (atomically), so a bad download leaves nothing behind.
-    Returns ``{split: (images path, labels path)}``; :class:`InputError` when no mirror gives a
+    Returns ``{split: (raw file paths)}``; :class:`InputError` when no mirror gives a
     file with the right checksum (the message says what each mirror answered).
     """
     mirrors = list(spec.mirrors if mirror is None else
@@ -123,9 +131,10 @@ def download_raw(spec: DatasetSpec, dest: str, mirror=None, checksums=None, prog
 
 def find_raw(spec: DatasetSpec, raw_dir=None, download: bool = True, mirror=None,
              checksums=None, progress: bool = True) -> dict:
-    """``{split: (images path, labels path)}`` of the raw IDX files of ``spec``: found in the
-    places listed in the module doc, else downloaded (unless ``download`` is False or
-    ``raw_dir`` is given).  ``mirror`` / ``checksums``: see :func:`download_raw`.
+    """``{split: (raw file paths)}`` of ``spec`` (IDX: ``(images path, labels path)``; CIFAR:
+    ``(archive or extracted folder,)``): found in the places listed in the module doc, else
+    downloaded (unless ``download`` is False or ``raw_dir`` is given).  ``mirror`` /
+    ``checksums``: see :func:`download_raw`.
 
     :class:`InputError` saying every place looked at, what is missing and how to provide the
     files (``--raw DIR``, ``$SHARDSTREAM_RAW_DIR``, ``shardstream synth``).
@@ -138,9 +147,10 @@ def find_raw(spec: DatasetSpec, raw_dir=None, download: bool = True, mirror=None
             return found
         if len(missing) < len(spec.all_files()):
             partial.append(f"{folder} lacks {', '.join(missing)}")
+    kind = "the folder extracted from it" if spec.aliases else ".gz or not"
+    tv_dir = spec.torchvision_dir("data")
     howto = (f"provide the files with --raw DIR (a folder holding {', '.join(spec.all_files())},"
-             f" .gz or not), put them in ${config.RAW_DIR_ENV} or "
-             f"./data/{spec.torchvision_folder}/raw/, "
+             f" or {kind}), put them in ${config.RAW_DIR_ENV} or ./{tv_dir}/, "
              f"or make a synthetic stand-in: `shardstream synth {spec.name} DIR` then "
              f"`shardstream convert {spec.name} OUT --raw DIR`")
     looked = "; ".join(dirs)

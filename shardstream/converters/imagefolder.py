@@ -14,15 +14,13 @@ sorted file-name order.  Anything else is an :class:`InputError` naming the odd 
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 
 import numpy as np
-from PIL import Image
 
-from .. import storage
 from ..errors import InputError
-from .writer import check_target, target_header, write_split
+from .images import ImageStack, decode_image
+from .writer import write_splits
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")
 SPLIT_NAMES = ("train", "test", "val")
@@ -76,44 +74,18 @@ def scan(folder: str) -> dict:
 def load_images(items, classes, root) -> tuple[np.ndarray, np.ndarray, str]:
     """(images uint8 (N, H, W, C), labels int64 (N,), sha256 of all file bytes) of ``items``;
     C = 1 for grayscale, 3 for RGB.  :class:`InputError` naming the first file whose size or
-    mode differs from the first image's."""
+    mode differs from the first image's (:class:`~.images.ImageStack`)."""
     index = {c: i for i, c in enumerate(classes)}
     digest = hashlib.sha256()
-    images, labels = None, np.empty(len(items), dtype=np.int64)
-    first = None
+    stack, labels = ImageStack(), np.empty(len(items), dtype=np.int64)
     for k, (path, c) in enumerate(items):
         with open(path, "rb") as f:
             data = f.read()
         rel = os.path.relpath(path, root).replace(os.sep, "/")
         digest.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
-        try:
-            with Image.open(io.BytesIO(data), formats=("PNG", "JPEG")) as im:
-                mode = {"L": "L", "1": "L", "P": "RGB", "RGB": "RGB", "RGBA": "RGB",
-                        "I;16": None, "I": None}.get(im.mode, "RGB")
-                if mode is None:
-                    raise InputError(f"{path}: {im.mode} images (16/32-bit) are not supported; "
-                                     f"save it as 8-bit grayscale or RGB")
-                if first is None:
-                    first = (path, im.size, mode)
-                    images = np.empty((len(items), im.size[1], im.size[0],
-                                       1 if mode == "L" else 3), dtype=np.uint8)
-                if im.size != first[1]:
-                    raise InputError(f"{path}: image of {im.size[0]}x{im.size[1]} (WxH), expected "
-                                     f"{first[1][0]}x{first[1][1]} like {first[0]}; all images "
-                                     f"must be one size: resize or remove it")
-                if mode != first[2]:
-                    raise InputError(f"{path}: {'RGB' if mode == 'RGB' else 'grayscale'} image "
-                                     f"among {'RGB' if first[2] == 'RGB' else 'grayscale'} ones "
-                                     f"(like {first[0]}); all images must be one kind")
-                arr = np.asarray(im.convert(mode))
-        except InputError:
-            raise
-        except Exception as exc:  # PIL raises many kinds
-            raise InputError(f"{path}: not a readable PNG/JPEG image ({type(exc).__name__}: "
-                             f"{exc})") from None
-        images[k] = arr.reshape(images.shape[1:])
+        stack.add(decode_image(data, path), path)
         labels[k] = index[c]
-    return images, labels, digest.hexdigest()
+    return stack.array(), labels, digest.hexdigest()
 
 
 def convert_imagefolder(folder, out, *, name=None, formats=("tar", "parquet"),
@@ -124,16 +96,12 @@ def convert_imagefolder(folder, out, *, name=None, formats=("tar", "parquet"),
     folder = os.fspath(folder)
     dataset = name or os.path.basename(os.path.normpath(os.path.abspath(folder)))
     found, classes = scan(folder)
-    loaded = {}
+    data, sources = {}, {}
     for split, items in found.items():
         images, labels, digest = load_images(items, classes, folder)
-        loaded[split] = (images, labels, {"synthetic": False, "imagefolder": dataset,
-                                          "files": len(items), "sha256": digest})
-    for split, (images, labels, src) in loaded.items():  # refuse before writing anything
-        check_target(storage.join(out, dataset, split),
-                     target_header(dataset, split, images, labels, classes, src, formats=formats,
-                                   shard_size=shard_size, encoding=encoding), overwrite)
-    return [write_split(out, dataset, split, images, labels, classes, src, formats=formats,
+        data[split] = (images, labels)
+        sources[split] = {"synthetic": False, "imagefolder": dataset, "files": len(items),
+                          "sha256": digest}
+    return write_splits(out, dataset, data, classes, sources, formats=formats,
                         shard_size=shard_size, encoding=encoding, overwrite=overwrite,
                         progress=progress)
-            for split, (images, labels, src) in loaded.items()]

@@ -1,4 +1,5 @@
-"""A deterministic synthetic stand-in for an IDX dataset (Fashion-MNIST, MNIST, KMNIST).
+"""A deterministic synthetic stand-in for an IDX dataset (Fashion-MNIST, MNIST, KMNIST); for
+CIFAR-10/100 :func:`synthesize` hands over to :mod:`.cifar_synth`.
 
 :func:`synthesize` writes the four raw files the real dataset has (same names, same IDX
 format, gzip-compressed) plus a marker file :data:`MARKER` holding the generator's parameters;
@@ -16,7 +17,6 @@ for accuracy numbers.  Labels are balanced (each class n/10 times when n divides
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -25,12 +25,11 @@ from tqdm import tqdm
 
 from .. import storage
 from ..errors import InputError
+from .cifar_synth import synthesize_cifar
 from .datasets import SPLITS, get_spec
 from .idx import idx_bytes
+from .marker import MARKER, write_marker  # noqa: F401  (MARKER: part of this module's API)
 
-MARKER = "shardstream-synthetic.json"
-GENERATOR = "shardstream.synth"
-GENERATOR_VERSION = 1
 CHUNK = 10_000          # samples generated per step (fixed: part of the determinism)
 SIZE = 28
 
@@ -155,17 +154,23 @@ def synth_split(n: int, seed: int, split: str, progress: bool = False):
     return images, labels
 
 
-def synthesize(name: str, out_dir, num_train: int = 60000, num_test: int = 10000, seed: int = 0,
-               progress: bool = True) -> dict:
+def synthesize(name: str, out_dir, num_train=None, num_test=None, seed: int = 0,
+               progress: bool = True):
     """Write a synthetic stand-in for dataset ``name`` into the local folder ``out_dir``: the
-    four IDX ``.gz`` files under their real names, and :data:`MARKER` (written last).
+    raw files under their real names (IDX: four ``.gz`` files; CIFAR: the archive, see
+    :mod:`.cifar_synth`), and :data:`MARKER` (written last).  ``num_train`` / ``num_test``
+    default to the real dataset's sizes.
 
     Deterministic: the same arguments give byte-identical files.  Returns
-    ``{split: (images path, labels path)}``.
+    ``{split: (images path, labels path)}`` (CIFAR: the archive's path).
     """
     spec = get_spec(name)
     out_dir = os.fspath(out_dir)
-    counts = {"train": int(num_train), "test": int(num_test)}
+    counts = {"train": int(spec.sizes["train"] if num_train is None else num_train),
+              "test": int(spec.sizes["test"] if num_test is None else num_test)}
+    if spec.raw_format == "cifar":
+        return synthesize_cifar(spec, out_dir, counts["train"], counts["test"], seed=seed,
+                                progress=progress)
     t0 = time.perf_counter()
     paths = {}
     for split in SPLITS:
@@ -175,30 +180,8 @@ def synthesize(name: str, out_dir, num_train: int = 60000, num_test: int = 10000
         storage.write_bytes(img_path, idx_bytes(images))
         storage.write_bytes(lbl_path, idx_bytes(labels))
         paths[split] = (img_path, lbl_path)
-    marker = {"generator": GENERATOR, "generator_version": GENERATOR_VERSION,
-              "dataset": spec.name, "seed": int(seed), "num_train": counts["train"],
-              "num_test": counts["test"],
-              "note": "synthetic stand-in written by `shardstream synth`; not the real data"}
-    storage.write_bytes(os.path.join(out_dir, MARKER),
-                        (json.dumps(marker, indent=2, sort_keys=True) + "\n").encode())
+    write_marker(out_dir, spec.name, seed, counts)
     if progress:
         print(f"synthesized {spec.name}: {counts['train']:,} train + {counts['test']:,} test "
               f"images (seed {seed}) in {time.perf_counter() - t0:.1f} s -> {out_dir}")
     return paths
-
-
-def read_marker(folder) -> dict | None:
-    """The generator parameters of the synthetic stand-in in the local ``folder`` (its
-    :data:`MARKER`), or None when the folder holds no marker (real data)."""
-    path = os.path.join(os.fspath(folder), MARKER)
-    if not os.path.exists(path):
-        return None
-    try:
-        with open(path, "rb") as f:
-            data = json.loads(f.read())
-        if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: unreadable synthetic-data marker ({exc}); delete it and "
-                         f"re-run `shardstream synth`") from None
-    return data

@@ -238,6 +238,23 @@ def write_split(out_location: str, dataset: str, split: str, images: np.ndarray,
     return manifest
 
 
+def write_splits(out: str, dataset: str, data: dict, classes, sources: dict, *,
+                 formats=FORMATS, shard_size: int = 10000, encoding: str = "npy",
+                 overwrite: bool = False, progress: bool = True) -> list:
+    """Write every split of ``data`` (``{split: (images, labels)}``, ``sources[split]`` its
+    source dict) with :func:`write_split`, after checking that none of the targets holds a
+    different conversion: a refusal writes nothing.  Returns the manifests."""
+    for split, (images, labels) in data.items():
+        check_target(storage.join(out, dataset, split),
+                     target_header(dataset, split, images, labels, classes, sources[split],
+                                   formats=formats, shard_size=shard_size, encoding=encoding),
+                     overwrite)
+    return [write_split(out, dataset, split, images, labels, classes, sources[split],
+                        formats=formats, shard_size=shard_size, encoding=encoding,
+                        overwrite=overwrite, progress=progress)
+            for split, (images, labels) in data.items()]
+
+
 def summary(manifests, out, seconds: float) -> str:
     """The one-paragraph report printed at the end of a conversion."""
     lines = []
