@@ -97,7 +97,7 @@ def cmd_serve_batches(args):
     from .service.app import serve_batches
 
     return serve_batches(args.root, host=args.host, port=args.port, token=args.token,
-                         workers=args.workers, quiet=args.quiet)
+                         workers=args.workers, cache_memory=args.cache_memory, quiet=args.quiet)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,6 +236,9 @@ def build_parser():
                    help="require 'Authorization: Bearer TOKEN' (default $SHARDSTREAM_TOKEN)")
     s.add_argument("--workers", type=int, default=None,
                    help="threads computing batches (default: the usable cores)")
+    s.add_argument("--cache-memory", default="1GiB",
+                   help="decoded shards kept in memory for all requests (default 1GiB)")
+
     s.add_argument("-q", "--quiet", action="store_true", help="no access log")
     s.set_defaults(func=cmd_serve_batches)
 

@@ -331,3 +331,30 @@ def test_server_root_in_s3(root, s3_server, tmp_path, monkeypatch):
     finally:
         lt.run(runner.cleanup())
         lt.stop()
+
+
+def test_runs_over_the_request_limit_are_asked_in_pieces(root, servers, monkeypatch):
+    import shardstream.service.client as client
+
+    kw = dict(batch_size=50, seed=6, resize=(16, 16))
+    want = tf_batches(os.path.join(root, "npy"), **kw)
+    # as if a request could hold only 3 batches: tf.data's runs of 8 come in 3 pieces, and the
+    # chunks spanning two pieces are joined
+    batch_bytes = 50 * (16 * 16 * 4 + 8)
+    monkeypatch.setattr(client, "MAX_RUN_BYTES", 3 * batch_bytes + (1 << 16))
+    svc = BatchService(servers, TOKEN)
+    assert_same(tf_batches("npy", service=svc, **kw), want)
+    assert sum(svc.stats[u]["runs"] for u in servers) == 8     # 20 batches: 8 + 8 + 4
+    assert_same(torch_batches("npy", service=svc, **kw),
+                torch_batches(os.path.join(root, "npy"), **kw))
+    with pytest.raises(InputError, match="over the batch service's limit"):
+        ss.torch_loader("npy", batch_size=200, resize=(16, 16), service=svc)
+
+
+def test_cli_serve_batches(tmp_path, capsys):
+    from shardstream.cli import build_parser, main
+
+    assert main(["serve-batches", str(tmp_path / "missing")]) == 1
+    assert "cannot serve batches from" in capsys.readouterr().err
+    text = build_parser()._subparsers._group_actions[0].choices["serve-batches"].format_help()
+    assert "docs/service.md" in text and "--token" in text and "--cache-memory" in text

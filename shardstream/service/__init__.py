@@ -5,6 +5,7 @@ trainers receive them ready, bitwise the same as the local loaders'.
 - :mod:`.request`: what a request may ask for (the checks, the limits, datasets under the root);
 - :mod:`.compute`: a request -> its run, with the loaders' own plan / execute / resize;
 - :mod:`.app`: the aiohttp server and :func:`serve_batches` (``shardstream serve-batches``);
+- :mod:`.fetch`: the client's transport: requests, back-pressure, failover;
 - :mod:`.client`: :class:`BatchService`, used by ``torch_loader(..., service=[...])`` and
   ``tf_dataset(..., service=[...])``: runs from many servers, bounded in flight, failover.
 """

@@ -31,7 +31,8 @@ from aiohttp import web
 from .. import __version__, config, storage
 from ..errors import InputError, ShardstreamError
 from ..server.app import start_app
-from .compute import Splits, compute_run
+from ..units import parse_size
+from .compute import CACHE_MEMORY, Splits, compute_run
 from .request import BadRequest, dataset_segments, parse_request
 from .wire import CONTENT_TYPE
 
@@ -125,11 +126,15 @@ def _check_token(token) -> bytes | None:
     return token.encode("ascii")
 
 
-def make_batch_app(root, token=None, workers=None, quiet=True, cache_dir=None) -> web.Application:
+def make_batch_app(root, token=None, workers=None, quiet=True, cache_dir=None,
+                   cache_memory=CACHE_MEMORY) -> web.Application:
     """The batch service for the datasets under ``root`` (a local folder, or an ``s3://`` /
     ``http(s)://`` location this server reads itself).  ``token``: require it as a bearer
     token (None: open).  ``workers``: threads computing runs (default: the usable cores).
+    ``cache_dir``: the shard cache folder for a remote root (default: the user cache);
+    ``cache_memory``: bytes (or ``"2GB"``) of decoded shards kept in memory for all requests.
     :class:`InputError` if a local ``root`` is not a folder or the token is malformed."""
+    cache_memory = parse_size(cache_memory, "--cache-memory")
     root = os.fspath(root)
     if not storage.is_remote(root):
         real = os.path.realpath(storage.local_path(root))
@@ -143,7 +148,7 @@ def make_batch_app(root, token=None, workers=None, quiet=True, cache_dir=None) -
         raise InputError(f"--workers {workers!r}: must be an integer >= 1")
     app = web.Application(middlewares=[_auth], client_max_size=MAX_REQUEST_BYTES,
                           handler_args={"access_log": None if quiet else access_log})
-    app[STATE] = _State(Splits(root, cache_dir), _check_token(token),
+    app[STATE] = _State(Splits(root, cache_dir, cache_memory), _check_token(token),
                         ThreadPoolExecutor(workers, thread_name_prefix="shardstream-batches"))
     app.router.add_get("/", _hello)
     app.router.add_get("/v1/manifest", _manifest)
@@ -181,14 +186,15 @@ async def _serve_async(app, host, port, root) -> int:
 
 
 def serve_batches(root, host="127.0.0.1", port=9100, token=None, workers=None,
-                  quiet=False) -> int:
+                  cache_memory=CACHE_MEMORY, quiet=False) -> int:
     """Serve batches of the datasets under ``root`` until SIGINT/SIGTERM (the ``shardstream
     serve-batches`` command).  ``token`` defaults to ``$SHARDSTREAM_TOKEN``.  Prints the URL
     (stdout) and, unless ``quiet``, one access-log line per request (stderr).  Returns 0 after
-    a clean shutdown."""
+    a clean shutdown.  ``workers`` and ``cache_memory``: see :func:`make_batch_app`."""
     if token is None:
         token = config.token()
-    app = make_batch_app(root, token=token, workers=workers, quiet=quiet)
+    app = make_batch_app(root, token=token, workers=workers, quiet=quiet,
+                         cache_memory=cache_memory)
     handler = logging.StreamHandler(sys.stderr)
     access_log.addHandler(handler)
     access_log.setLevel(logging.INFO)

@@ -5,7 +5,10 @@ machinery -- :func:`loader_options` (the same argument checks), :meth:`LoaderOpt
 :func:`execute.iter_batches` (only the shards, and only the samples, those batches need) and
 :func:`resize.to_float` -- so that the batches are bitwise the local loaders'.  The server keeps
 no per-client state; :class:`Splits` only caches what any request may reuse (the manifest and
-shard source of a split while its ``manifest.json`` is unchanged, a few recent plans), bounded.
+shard source of a split while its ``manifest.json`` is unchanged, a few recent plans, and the
+decoded shards themselves within a memory budget: a run needs a few thousand samples from one
+or two shards, and reading and decoding a whole shard again for every run would cost the server
+several times the work of the run itself), bounded.
 Blocking: the application calls :func:`compute_run` in a thread pool.
 """
 
@@ -36,6 +39,8 @@ PLAN_CACHE = 16
 SPLIT_CACHE = 32
 #: a remote root's manifests are re-read after this many seconds
 REMOTE_TTL = 30.0
+#: default memory for decoded shards (shared by every request; ``serve-batches --cache-memory``)
+CACHE_MEMORY = 1 << 30
 
 
 @dataclass
@@ -59,12 +64,80 @@ class _LRU(OrderedDict):
             self.popitem(last=False)
 
 
+class ShardMemory:
+    """Decoded shards ``key -> (images uint8 (n, H, W, C), labels int64 (n,))``, read-only,
+    least recently used dropped beyond ``budget`` bytes; thread-safe, and a shard wanted by
+    several requests at once is read by one of them."""
+
+    def __init__(self, budget: int):
+        self.budget, self.used = budget, 0
+        self.lru: OrderedDict = OrderedDict()
+        self.loading: dict = {}
+        self.lock = threading.Lock()
+
+    def __contains__(self, key) -> bool:
+        with self.lock:
+            return key in self.lru
+
+    def get(self, key, load):
+        """The shard ``key``, from memory or ``load()`` (whose result is kept if it fits)."""
+        while True:
+            with self.lock:
+                if key in self.lru:
+                    self.lru.move_to_end(key)
+                    return self.lru[key]
+                event = self.loading.get(key)
+                if event is None:
+                    event = self.loading[key] = threading.Event()
+                    break
+            event.wait()      # another request is reading it; then look again
+        try:
+            images, labels = load()
+            for a in (images, labels):
+                a.flags.writeable = False
+            nbytes = images.nbytes + labels.nbytes
+            with self.lock:
+                if nbytes <= self.budget:
+                    self.lru[key] = (images, labels)
+                    self.used += nbytes
+                    while self.used > self.budget:
+                        old = self.lru.popitem(last=False)[1]
+                        self.used -= old[0].nbytes + old[1].nbytes
+            return images, labels
+        finally:
+            with self.lock:
+                del self.loading[key]
+            event.set()
+
+
+class _MemorySource:
+    """A :class:`ShardSource` whose shards come from a :class:`ShardMemory` (what
+    :func:`execute.iter_batches` reads from on the server)."""
+
+    def __init__(self, source: ShardSource, memory: ShardMemory):
+        self.source, self.memory = source, memory
+        self.manifest, self.format, self.location = source.manifest, source.format, source.location
+        self.key = (source.location, source.format, manifest_sha(source.manifest))
+
+    def load(self, shard_index: int, want=None):
+        images, labels = self.memory.get((*self.key, shard_index),
+                                         lambda: self.source.load(shard_index))
+        return (images, labels) if want is None else (images[want], labels[want])
+
+    def release(self, shard_index: int) -> None:
+        self.source.release(shard_index)
+
+    def prefetch(self, shard_indices) -> None:
+        self.source.prefetch([i for i in shard_indices if (*self.key, int(i)) not in self.memory])
+
+
 class Splits:
     """The datasets under one root: ``root`` a local folder (real path) or a remote location
     (``s3://...``, ``http(s)://...``) the server itself reads; thread-safe."""
 
-    def __init__(self, root: str, cache_dir=None):
+    def __init__(self, root: str, cache_dir=None, memory: int = CACHE_MEMORY):
         self.root = root
+        self.memory = ShardMemory(memory)
         self.remote = storage.is_remote(root)
         self.cache_dir = cache_dir
         self.lock = threading.Lock()
@@ -109,12 +182,12 @@ class Splits:
             self.splits.put(location, found)
         return found
 
-    def source(self, split: Split, opts) -> ShardSource:
+    def source(self, split: Split, opts) -> _MemorySource:
         with self.lock:
             src = split.sources.get(opts.format)
             if src is None:
-                src = split.sources[opts.format] = opts.with_(cache_dir=self.cache_dir).open(
-                    split.manifest)
+                src = split.sources[opts.format] = _MemorySource(
+                    opts.with_(cache_dir=self.cache_dir).open(split.manifest), self.memory)
             return src
 
     def plan(self, split: Split, opts) -> Plan:
