@@ -358,3 +358,27 @@ def test_cli_serve_batches(tmp_path, capsys):
     assert "cannot serve batches from" in capsys.readouterr().err
     text = build_parser()._subparsers._group_actions[0].choices["serve-batches"].format_help()
     assert "docs/service.md" in text and "--token" in text and "--cache-memory" in text
+
+
+def test_a_server_that_cannot_read_a_shard_is_replaced(root, servers, tmp_path):
+    from conftest import _LoopThread
+
+    bad_root = tmp_path / "bad"
+    shutil.copytree(os.path.join(root, "npy"), bad_root / "npy")
+    shard = sorted((bad_root / "npy").glob("*.parquet"))[3]
+    shard.write_bytes(shard.read_bytes()[:-100])          # truncated on this server only
+    lt = _LoopThread()
+    runner, bad = lt.run(start_app(make_batch_app(bad_root, token=TOKEN, workers=1),
+                                   "127.0.0.1", 0, shutdown_timeout=5.0))
+    try:
+        status, text = _call(bad, "POST", "/v1/batches", _good())
+        assert status == 500 and shard.name.encode() in text
+        kw = dict(batch_size=64, seed=8)
+        svc = BatchService([bad, servers[0]], TOKEN, run_bytes=1, attempts=2, retry_wait=0.01)
+        assert_same(torch_batches("npy", service=svc, **kw),
+                    torch_batches(os.path.join(root, "npy"), **kw))
+        assert svc.stats[bad]["runs"] == 0 and svc.stats[bad]["failures"] >= 1
+        assert svc.stats[servers[0]]["runs"] == 16
+    finally:
+        lt.run(runner.cleanup())
+        lt.stop()
