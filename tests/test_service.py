@@ -14,12 +14,14 @@ from urllib.parse import quote
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import shardstream as ss
 from shardstream.errors import InputError, ServiceError
 from shardstream.server import start_app
 from shardstream.service import BatchService, decode_run, make_batch_app, new_run
-from shardstream.service.request import MAX_RUN_BATCHES, manifest_sha
+from shardstream.service.request import MAX_RUN_BATCHES, BadRequest, dataset_segments, manifest_sha
 from shardstream.service.wire import ALIGN, WireError, aligned_buffer
 
 TOKEN = "s3cret-token"
@@ -169,6 +171,38 @@ def test_wire_round_trip_aligned_views_and_refusals():
         decode_run(bad)
     with pytest.raises(WireError, match="header"):
         decode_run(bytes(body[:12]) + b"{not json" + bytes(body[21:]))
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(sizes=st.lists(st.integers(1, 5), min_size=1, max_size=6),
+       image=st.tuples(st.integers(1, 6), st.integers(1, 6), st.integers(1, 3)),
+       layout=st.sampled_from(["nchw", "nhwc"]), first=st.integers(0, 10**6),
+       cut=st.integers(1, 10**6))
+def test_wire_property_round_trip_and_any_truncation_refused(sizes, image, layout, first, cut):
+    body, x, y = new_run(first, sizes, image, layout)
+    x[:] = np.random.default_rng(first).random(x.shape, dtype=np.float32)
+    y[:] = np.arange(len(y)) - 3
+    run = decode_run(bytes(body))
+    assert (run.first, run.sizes, run.layout) == (first, sizes, layout)
+    assert np.array_equal(run.x, x) and np.array_equal(run.y, y)
+    h, w, c = image
+    assert run.x.shape[1:] == ((c, h, w) if layout == "nchw" else (h, w, c))
+    with pytest.raises(WireError):
+        decode_run(bytes(body)[:len(body) - 1 - cut % len(body)])
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(parts=st.lists(st.sampled_from(["npy", "..", ".", "", "a", "~", "s3:", "x\\y", ".h",
+                                       "/", "http:", "b.tmp", "c\x01"]), min_size=1, max_size=5))
+def test_property_dataset_names_never_leave_the_root(parts):
+    name = "/".join(parts)
+    try:
+        segments = dataset_segments(name)
+    except BadRequest as exc:
+        assert exc.status == 400
+        return
+    assert all(seg in ("npy", "a") for seg in segments)
+    assert not name.startswith("/")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -83,8 +83,6 @@ class BatchService:
         """Seconds to wait after a server's ``fails``-th failure in a row."""
         return min(self.retry_wait * 2 ** (fails - 1), config.MAX_RETRY_WAIT)
 
-    # -- one request ------------------------------------------------------------------------
-
     # -- the manifest ---------------------------------------------------------------------------
 
     def manifest(self, dataset: str) -> Manifest:

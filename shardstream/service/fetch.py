@@ -24,6 +24,10 @@ from ..errors import InputError, ServiceError
 from .request import MAX_RUN_BYTES
 from .wire import CONTENT_TYPE, WireError, aligned_buffer, decode_run
 
+#: what a kept-alive connection that the server has closed in the meantime raises
+_CLOSED = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
+           ConnectionAbortedError)
+
 
 class Transient(Exception):
     """This server failed this time; ask another."""
@@ -68,7 +72,7 @@ def request(server: Server, holder: list, method: str, path: str, body=None, *, 
                 conn.close()
                 holder[0] = None
                 return resp.status, text
-            length = int(resp.getheader("Content-Length", -1))
+            length = int(resp.getheader("Content-Length", -1))   # ValueError: Transient
             if not 0 <= length <= MAX_RUN_BYTES:
                 raise Transient(f"{server.url}: a response of {length} bytes (no or a bad "
                                 f"Content-Length)")
@@ -81,10 +85,10 @@ def request(server: Server, holder: list, method: str, path: str, body=None, *, 
                                      f"{len(buf)} bytes")
                 got += n
             return 200, buf
-        except (OSError, http.client.HTTPException, Transient) as exc:
+        except (OSError, http.client.HTTPException, ValueError, Transient) as exc:
             conn.close()
             holder[0] = None
-            if reused and not again and not isinstance(exc, Transient):
+            if reused and not again and isinstance(exc, _CLOSED):
                 continue    # a kept-alive connection the server had closed: once more
             raise exc if isinstance(exc, Transient) else Transient(
                 f"{server.url}: {type(exc).__name__}: {exc}") from None
@@ -168,11 +172,6 @@ class Fetch:
             while (i := self._take()) is not None:
                 try:
                     run = self._get(server, holder, i)
-                except ServiceError as exc:
-                    with self.cond:
-                        self.error = exc
-                        self.cond.notify_all()
-                    return
                 except Transient as exc:
                     fails += 1
                     with self.cond:
@@ -185,6 +184,16 @@ class Fetch:
                             return
                         self.cond.wait_for(lambda: self.closed, timeout=svc.wait(fails))
                     continue
+                except Exception as exc:   # a 4xx (ServiceError) or a bug: the consumer
+                    error = exc                 # raises it rather than wait for run i forever
+                    if not isinstance(exc, ServiceError):
+                        error = ServiceError(f"fetching batches {self.ranges[i]} from "
+                                             f"{server.url} failed: {type(exc).__name__}: {exc}")
+                        error.__cause__ = exc
+                    with self.cond:
+                        self.error = error
+                        self.cond.notify_all()
+                    return
                 fails = 0
                 with self.cond:
                     self.results[i] = run

@@ -63,20 +63,20 @@ class BatchRequest:
 def dataset_segments(name) -> tuple:
     """A dataset name (``"fashion-mnist/train"``) -> its path segments under the root.
     BadRequest (400) for anything that could leave the root or reach another host: a URL or
-    ``s3://`` location, an absolute path, ``..`` / ``.`` / empty segments, backslashes, control
-    characters, hidden or temporary names."""
+    ``s3://`` location (any ``:``), an absolute path, ``..`` / ``.`` / ``~`` / empty segments,
+    backslashes, control characters, hidden or temporary names."""
     if not isinstance(name, str) or not name.strip("/"):
         raise BadRequest(400, f"dataset={name!r}: must name a split under the server's root, "
                               f"e.g. 'fashion-mnist/train'")
-    if "://" in name or name.startswith(("/", "~")) or ":" in name.split("/")[0]:
+    if ":" in name or name.startswith(("/", "~")):
         raise BadRequest(400, f"dataset={name!r}: only paths under the server's root are "
                               f"served: no URLs, bucket names or absolute paths")
     segments = name.strip("/").split("/")
     for seg in segments:
-        if seg in ("", ".", "..") or "\\" in seg or any(ord(c) < 32 or ord(c) == 127
-                                                        for c in seg):
-            raise BadRequest(400, f"dataset={name!r}: '..', '.', empty segments, backslashes "
-                                  f"and control characters are not allowed")
+        if seg in ("", ".", "..") or seg.startswith("~") or "\\" in seg or any(
+                ord(c) < 32 or ord(c) == 127 for c in seg):
+            raise BadRequest(400, f"dataset={name!r}: '..', '.', '~', empty segments, "
+                                  f"backslashes and control characters are not allowed")
         if is_hidden(seg):
             raise BadRequest(400, f"dataset={name!r}: hidden and temporary names are not served")
     return tuple(segments)
