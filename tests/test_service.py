@@ -138,6 +138,12 @@ def test_torch_batches_are_views_of_the_received_run(servers):
     # consecutive batches of one run lie next to each other in one buffer: nothing was copied
     assert X0.is_contiguous() and X0.data_ptr() % ALIGN == 0
     assert X1.data_ptr() == X0.data_ptr() + X0.nbytes
+    # tf.data's chunks: views of the body, 64-byte aligned (what TensorFlow adopts uncopied)
+    opts, manifest = svc.options("npy", batch_size=32)
+    chunks = list(svc.chunks(opts, manifest, 0, 1, [8, 8, 8, 7, 1], 8))
+    assert [c[0].shape[:2] for c in chunks] == [(8, 32)] * 3 + [(7, 32), (1, 8)]
+    for X, y in chunks[:4]:
+        assert X.base is not None and X.ctypes.data % ALIGN == 0 and y.dtype == np.int32
 
 
 # ---------------------------------------------------------------------------------------------
