@@ -422,3 +422,15 @@ def test_a_server_that_cannot_read_a_shard_is_replaced(root, servers, tmp_path):
     finally:
         lt.run(runner.cleanup())
         lt.stop()
+
+
+def test_tf_dataset_fn_through_the_service(root, servers):
+    import tensorflow as tf
+
+    ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=1,
+                                     num_replicas_in_sync=2)
+    local = ss.tf_dataset_fn(os.path.join(root, "npy"), global_batch_size=64, seed=2)(ctx)
+    remote = ss.tf_dataset_fn("npy", global_batch_size=64, seed=2, service=servers,
+                              token=TOKEN)(ctx)
+    assert_same([(X.numpy(), y.numpy()) for X, y in remote],
+                [(X.numpy(), y.numpy()) for X, y in local])
