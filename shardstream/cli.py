@@ -115,6 +115,13 @@ def cmd_serve(args):
     return serve(args.root, host=args.host, port=args.port, token=args.token, quiet=args.quiet)
 
 
+def cmd_serve_batches(args):
+    from .service.app import serve_batches
+
+    return serve_batches(args.root, host=args.host, port=args.port, token=args.token,
+                         workers=args.workers, cache_memory=args.cache_memory, quiet=args.quiet)
+
+
 # ---------------------------------------------------------------------------------------------
 # loaders: show, bench, demo
 
@@ -249,6 +256,32 @@ def build_parser():
                    help="require 'Authorization: Bearer TOKEN' (default $SHARDSTREAM_TOKEN)")
     s.add_argument("-q", "--quiet", action="store_true", help="no access log")
     s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("serve-batches",
+                       help="compute ready batches for trainers (torch_loader/tf_dataset "
+                            "service=[...])",
+                       description="Serve ready batches of the datasets under ROOT (a folder, "
+                                   "s3://bucket/prefix or an http(s) URL this server reads): "
+                                   "trainers call torch_loader(\"<dataset>/<split>\", ..., "
+                                   "service=[\"http://HOST:PORT\"], token=T) and receive "
+                                   "the same batches as the local loader. Stateless: run any "
+                                   "number. Ctrl+C or SIGTERM stops it after the requests in "
+                                   "flight. Guide: docs/service.md.")
+    s.add_argument("root", help="folder (or s3:// / http(s):// location) holding the datasets")
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1; 0.0.0.0: every interface, use a "
+                        "token then)")
+    s.add_argument("--port", type=int, default=9100,
+                   help="port (default 9100; 0 picks a free one)")
+    s.add_argument("--token", default=config.token(),
+                   help="require 'Authorization: Bearer TOKEN' (default $SHARDSTREAM_TOKEN)")
+    s.add_argument("--workers", type=int, default=None,
+                   help="threads computing batches (default: the usable cores)")
+    s.add_argument("--cache-memory", default="1GiB",
+                   help="decoded shards kept in memory for all requests (default 1GiB)")
+
+    s.add_argument("-q", "--quiet", action="store_true", help="no access log")
+    s.set_defaults(func=cmd_serve_batches)
 
     s = sub.add_parser("show", help="draw a batch as a PNG grid with its text labels")
     s.add_argument("location", help="a split's location")

@@ -28,3 +28,7 @@ class StorageError(ShardstreamError, OSError):
 
 class NotFoundError(StorageError):
     """A location does not exist (or access to it was denied)."""
+
+
+class ServiceError(ShardstreamError):
+    """The batch service could not deliver: every server failed, or they refused the request."""

@@ -84,6 +84,7 @@ def test_import_shardstream_without_torch_or_tensorflow(tmp_path):
         from shardstream.converters import convert, synth, idx
         from shardstream.book import datamodule, show
         from shardstream.tools import bench, demo, info
+        from shardstream.service import app, client, compute, fetch, request, wire
         ids = shardstream.plan_epoch([3, 4], batch_size=2, seed=0).ids
         assert sorted(ids.tolist()) == list(range(7))
         try:
@@ -209,7 +210,7 @@ def test_relative_imports_resolve_to_modules():
 
 
 #: the subpackages and what lives there (docs/architecture.md)
-ROOMS = {"converters", "shards", "storage", "loaders", "server", "book", "tools"}
+ROOMS = {"converters", "shards", "storage", "loaders", "server", "book", "tools", "service"}
 
 
 def test_every_module_lives_in_its_room():

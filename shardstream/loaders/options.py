@@ -143,13 +143,16 @@ def loader_options(location, *, batch_size, resize=None, shuffle=True, shuffle_b
                    shard_shuffle=True, seed=0, epoch=0, drop_last=False, rank=0, world_size=1,
                    start_batch=0, format="auto", storage_options=None, cache_dir=None,
                    cache_limit=None, token=None,
-                   check_shards=True) -> tuple[LoaderOptions, Manifest]:
+                   check_shards=True,
+                   manifest: Manifest | None = None) -> tuple[LoaderOptions, Manifest]:
     """Check every loader argument; returns the checked options and the split's manifest.
 
     Raises InputError for a bad argument (batch_size < 1, a resize of zero size,
     rank >= world_size, start_batch past the end of the epoch, an unknown format, ...),
     ManifestError / NotFoundError when ``location`` has no readable manifest, and
-    ManifestError / ShardError when a shard the manifest lists is missing or truncated."""
+    ManifestError / ShardError when a shard the manifest lists is missing or truncated.
+    ``manifest``: the split's manifest, read elsewhere (the batch service's client asks a
+    server for it): then ``location`` is not read here at all, only the arguments are checked."""
     if isinstance(location, os.PathLike):
         location = os.fspath(location)
     if not isinstance(location, str) or not location:
@@ -174,10 +177,13 @@ def loader_options(location, *, batch_size, resize=None, shuffle=True, shuffle_b
     if cache_limit is not None:
         cache_limit = check_int("cache_limit", cache_limit, 1)
     check_shards = _bool("check_shards", check_shards)
-    storage_options = storage.with_token(location, storage_options, token)
-    manifest = load_manifest(location, storage_options=storage_options)
-    fmt = choose_format(manifest, format)
-    check_shards_exist(location, manifest, fmt, storage_options)
+    if manifest is None:
+        storage_options = storage.with_token(location, storage_options, token)
+        manifest = load_manifest(location, storage_options=storage_options)
+        fmt = choose_format(manifest, format)
+        check_shards_exist(location, manifest, fmt, storage_options)
+    else:
+        fmt = choose_format(manifest, format)
     opts = LoaderOptions(
         location=location, batch_size=batch_size, resize=resize, shuffle=shuffle,
         shuffle_buffer=shuffle_buffer, shard_shuffle=shard_shuffle, seed=seed, epoch=epoch,

@@ -39,6 +39,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from ..errors import InputError  # noqa: E402
+from ..service.client import BatchService  # noqa: E402
 from .execute import iter_batches, worker_batches  # noqa: E402
 from .options import LoaderOptions, check_int, loader_options  # noqa: E402
 from .resize import to_float  # noqa: E402
@@ -109,9 +110,10 @@ class _Passes:
     ``opts.epoch + k``, else every pass is ``opts.epoch``."""
 
     def __init__(self, opts: LoaderOptions, manifest, num_streams: int, chunks,
-                 reshuffle: bool = False):
+                 reshuffle: bool = False, service: BatchService | None = None):
         self.opts, self.manifest, self.num_streams, self.chunks = opts, manifest, num_streams, chunks
         self.reshuffle = reshuffle
+        self.service = service  # the batch service computes the chunks (docs/service.md)
         self.open: OrderedDict = OrderedDict()  # pass id -> {stream: iterator}
         self.closed: set = set()
         self.started = 0  # passes started so far; the next pass id
@@ -144,8 +146,12 @@ class _Passes:
             it = iterators.get(stream)
             if it is None:
                 opts = self.opts.with_(epoch=self.opts.epoch + pid) if self.reshuffle else self.opts
-                it = iterators[stream] = _chunks(opts, self.manifest, stream, self.num_streams,
-                                                 self.chunks[stream])
+                if self.service is None:
+                    it = _chunks(opts, self.manifest, stream, self.num_streams, self.chunks[stream])
+                else:
+                    it = self.service.chunks(opts, self.manifest, stream, self.num_streams,
+                                             self.chunks[stream], CHUNK)
+                iterators[stream] = it
         item = next(it)
         if index == len(self.chunks[stream]) - 1:  # the stream's last chunk: drop its state
             with self.lock:
@@ -157,7 +163,7 @@ class _Passes:
 
 
 def _build(opts: LoaderOptions, manifest, num_parallel: int,
-           reshuffle: bool = False) -> tf.data.Dataset:
+           reshuffle: bool = False, service: BatchService | None = None) -> tf.data.Dataset:
     h, w, c = opts.image_size(manifest)
     plan = opts.plan(manifest)
     total = plan.num_batches
@@ -167,7 +173,7 @@ def _build(opts: LoaderOptions, manifest, num_parallel: int,
     chunks = [chunk_sizes(sizes[worker_batches(total, p, num_parallel, CHUNK)])
               for p in range(num_parallel)]
     num_chunks = tf.constant([len(ch) for ch in chunks], tf.int64)
-    passes = _Passes(opts, manifest, num_parallel, chunks, reshuffle)
+    passes = _Passes(opts, manifest, num_parallel, chunks, reshuffle, service)
 
     def stream(pid, p):
         def chunk(i):
@@ -204,7 +210,7 @@ def tf_dataset(location, *, batch_size, resize=None, shuffle=True, shuffle_buffe
                shard_shuffle=True, seed=0, epoch=0, reshuffle_each_iteration=False,
                drop_last=False, rank=None, world_size=None, start_batch=0, format="auto",
                num_parallel=1, storage_options=None, cache_dir=None, cache_limit=None,
-               token=None, check_shards=True) -> tf.data.Dataset:
+               token=None, check_shards=True, service=None) -> tf.data.Dataset:
     """A ``tf.data.Dataset`` of one epoch of the converted split at ``location`` (path or URL).
 
     Elements are ``(X, y)``: X float32 (b, h, w, C) in [0, 1], y int32 (b,) — bitwise the
@@ -219,12 +225,16 @@ def tf_dataset(location, *, batch_size, resize=None, shuffle=True, shuffle_buffe
     ``start_batch`` skips the first batches of this rank's epoch (resume; not with
     ``reshuffle_each_iteration``).  For ``tf.distribute`` use :func:`tf_dataset_fn`, which
     takes rank and world size from the input context (``rank`` / ``world_size`` default to
-    0 / 1 here).  Every argument is checked here (InputError / ManifestError)."""
+    0 / 1 here).  Every argument is checked here (InputError / ManifestError).
+    ``service=[urls]`` (or a :class:`~shardstream.service.BatchService`): the batches are
+    computed by ``shardstream serve-batches`` servers, ``location`` names the dataset under
+    their root and ``token`` is theirs (docs/service.md); the same batches."""
     num_parallel = check_int("num_parallel", num_parallel, 1)
     if not isinstance(reshuffle_each_iteration, bool):
         raise InputError(f"reshuffle_each_iteration={reshuffle_each_iteration!r}: must be "
                          f"True or False")
-    opts, manifest = loader_options(
+    client = None if service is None else BatchService.of(service, token)
+    opts, manifest = (loader_options if client is None else client.options)(
         location, batch_size=batch_size, resize=resize, shuffle=shuffle,
         shuffle_buffer=shuffle_buffer, shard_shuffle=shard_shuffle, seed=seed, epoch=epoch,
         drop_last=drop_last, rank=0 if rank is None else rank,
@@ -235,7 +245,7 @@ def tf_dataset(location, *, batch_size, resize=None, shuffle=True, shuffle_buffe
         raise InputError(f"start_batch={start_batch!r} with reshuffle_each_iteration=True: a "
                          f"resumed epoch is shorter than the next ones; resume the rest of epoch "
                          f"{epoch!r} with start_batch, then build the next epochs without it")
-    return _build(opts, manifest, num_parallel, reshuffle_each_iteration)
+    return _build(opts, manifest, num_parallel, reshuffle_each_iteration, client)
 
 
 def tf_dataset_fn(location, *, global_batch_size, **kwargs):

@@ -15,6 +15,7 @@ import torch
 import torch.utils.data
 
 from ..errors import InputError
+from ..service.client import BatchService
 from .execute import iter_batches
 from .options import LoaderOptions, check_int, loader_options
 from .resize import to_float
@@ -120,7 +121,7 @@ class ShardLoader:
     start, as a DataLoader with a ``DistributedSampler`` does."""
 
     def __init__(self, opts: LoaderOptions, manifest, *, num_workers=0, pin_memory=False,
-                 prefetch_factor=None):
+                 prefetch_factor=None, service: BatchService | None = None):
         self._opts = opts
         self.manifest = manifest
         self.num_workers = num_workers
@@ -128,7 +129,8 @@ class ShardLoader:
         self.prefetch_factor = prefetch_factor
         self._total = opts.plan(manifest, start_batch=0).num_batches
         self._batch = opts.start_batch
-        self._source = opts.open(manifest)   # shared with (forked) workers
+        self._service = service  # the batch service computes the batches (docs/service.md)
+        self._source = None if service else opts.open(manifest)  # shared with (forked) workers
 
     @property
     def epoch(self) -> int:
@@ -186,6 +188,9 @@ class ShardLoader:
     def __iter__(self):
         if self._batch >= self._total:
             self._batch = 0
+        if self._service is not None:
+            yield from self._from_service()
+            return
         extra = {}
         if self.num_workers > 0 and self.prefetch_factor is not None:
             extra["prefetch_factor"] = self.prefetch_factor
@@ -200,12 +205,23 @@ class ShardLoader:
             self._batch += 1
             yield X, y
 
+    def _from_service(self):
+        """The batches from the batch service: tensors on the received buffers (no copy)."""
+        opts = self._opts.with_(start_batch=self._batch)
+        for x, y in self._service.batches(opts, self.manifest, layout="nchw"):
+            X, y = torch.from_numpy(x), torch.from_numpy(y)
+            if self.pin_memory and torch.cuda.is_available():
+                X, y = X.pin_memory(), y.pin_memory()
+            self._batch += 1
+            yield X, y
+
 
 def torch_loader(location, *, batch_size, resize=None, shuffle=True, shuffle_buffer=10_000,
                  shard_shuffle=True, seed=0, epoch=0, drop_last=False, rank=None,
                  world_size=None, start_batch=0, format="auto", num_workers=0,
                  storage_options=None, cache_dir=None, cache_limit=None, token=None,
-                 pin_memory=False, prefetch_factor=None, check_shards=True) -> ShardLoader:
+                 pin_memory=False, prefetch_factor=None, check_shards=True,
+                 service=None) -> ShardLoader:
     """A PyTorch loader over the converted split at ``location`` (path or URL).
 
     Yields ``(X, y)``: X float32 (b, C, h, w) in [0, 1] (``resize=(h, w)`` or the stored size),
@@ -215,8 +231,11 @@ def torch_loader(location, *, batch_size, resize=None, shuffle=True, shuffle_buf
     initialised, else 0 / 1; every rank gets the same number of batches.  ``start_batch``
     skips the first batches of this rank's epoch (resume).  ``check_shards=False`` uses the
     shard files without the once-per-version sha256 check (docs/storage.md).  Every argument is
-    checked here: a bad one raises :class:`~shardstream.errors.InputError` (or ``ManifestError`` for a
-    missing manifest or shard) before any data is read."""
+    checked here: a bad one raises :class:`~shardstream.errors.InputError` (or
+    ``ManifestError`` for a missing manifest or shard) before any data is read.
+    ``service=["http://in1:9100", ...]`` (or a :class:`~shardstream.service.BatchService`):
+    the batches are computed by ``shardstream serve-batches`` servers, ``location`` names the
+    dataset under their root and ``token`` is theirs (docs/service.md); the same batches."""
     num_workers = check_int("num_workers", num_workers, 0)
     if prefetch_factor is not None:
         prefetch_factor = check_int("prefetch_factor", prefetch_factor, 1)
@@ -224,11 +243,15 @@ def torch_loader(location, *, batch_size, resize=None, shuffle=True, shuffle_buf
             raise InputError("prefetch_factor needs num_workers > 0 (it is how many batches "
                              "each worker prepares ahead)")
     rank, world_size = _default_rank_world(rank, world_size)
-    opts, manifest = loader_options(
+    client = None if service is None else BatchService.of(service, token)
+    if client is not None and num_workers:
+        raise InputError("num_workers with service=: the batch servers compute the batches; "
+                         "leave num_workers=0")
+    opts, manifest = (loader_options if client is None else client.options)(
         location, batch_size=batch_size, resize=resize, shuffle=shuffle,
         shuffle_buffer=shuffle_buffer, shard_shuffle=shard_shuffle, seed=seed, epoch=epoch,
         drop_last=drop_last, rank=rank, world_size=world_size, start_batch=start_batch,
         format=format, storage_options=storage_options, cache_dir=cache_dir,
         cache_limit=cache_limit, token=token, check_shards=check_shards)
     return ShardLoader(opts, manifest, num_workers=num_workers, pin_memory=bool(pin_memory),
-                       prefetch_factor=prefetch_factor)
+                       prefetch_factor=prefetch_factor, service=client)
