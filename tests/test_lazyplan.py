@@ -22,7 +22,7 @@ def assert_same(sizes, **kw):
     lazy = LazyPlan(sizes, **kw)
     got = list(lazy.batches())
     assert lazy.num_batches == ref.num_batches == len(got)
-    assert lazy.first_batch == ref.first_batch and lazy.size() == ref.ids.size
+    assert lazy.first_batch == ref.first_batch and lazy.num_ids == ref.num_ids == ref.ids.size
     assert np.array_equal(lazy.shard_order, ref.shard_order)
     for k, batch in enumerate(got):
         assert batch.dtype == np.int64 and np.array_equal(batch, ref.batch(k)), k

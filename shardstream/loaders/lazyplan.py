@@ -81,7 +81,12 @@ class Emitter:
 
     @property
     def entered(self) -> int:
-        """Stream positions ``< entered`` have entered the buffer (buffer mode)."""
+        """Stream positions ``< entered`` are emitted or in :meth:`pending`; the ids not yet
+        emitted are exactly ``pending()`` plus ``stream(entered, n)``."""
+        if self.mode == "stream":
+            return self.emitted
+        if self.mode == "full":
+            return self.n
         return min(self.b + self.emitted, self.n)
 
     def stream(self, q0: int, q1: int) -> np.ndarray:
@@ -151,8 +156,13 @@ class Emitter:
         return out
 
     def pending(self) -> np.ndarray:
-        """int64 (k,) the ids in the buffer now that are not yet emitted (buffer mode; after
-        the loop, the leftover buffer not yet emitted)."""
+        """int64 (k,) the ids held back now, not yet emitted: the shuffle buffer (after the
+        loop, what is left of it; with ``B >= N`` every id not yet emitted; without a buffer,
+        none)."""
+        if self.mode == "stream":
+            return _EMPTY
+        if self.mode == "full":
+            return self._full[self.emitted:]
         draws = self.n - self.b
         if self.emitted <= draws:
             return self.buffer
@@ -194,8 +204,9 @@ class LazyPlan:
     :meth:`batches` yields the batches (int64 arrays, batch ``first_batch + k`` of the epoch
     as the ``k``-th), equal to ``plan_epoch(...).batch(k)``.  Construction is O(S); iterating
     holds O(B + S + batch_size + CHUNK) integers at once.  Also: ``num_samples`` (N),
-    ``per_rank`` (this rank's samples in the whole epoch), ``rank``, ``world_size``,
-    ``drop_last``, and :meth:`size` (ids from ``first_batch`` on)."""
+    ``per_rank`` (this rank's samples in the whole epoch), ``shuffle_buffer``, ``rank``,
+    ``world_size``,
+    ``drop_last``, and ``num_ids`` (ids from ``first_batch`` on)."""
 
     def __init__(self, shard_sizes, *, batch_size: int, seed: int = 0, epoch: int = 0,
                  shuffle: bool = True, shard_shuffle: bool = True, shuffle_buffer: int = 10_000,
@@ -208,6 +219,7 @@ class LazyPlan:
         self.per_rank, total = epoch_batches(n, batch_size, drop_last, world_size, start_batch)
         self._args = (sizes, seed, epoch, bool(shuffle), bool(shard_shuffle), shuffle_buffer)
         self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
+        self.shuffle_buffer = shuffle_buffer
         self.drop_last = bool(drop_last)
         self.first_batch = int(start_batch)
         self.num_batches = total - self.first_batch
@@ -220,8 +232,9 @@ class LazyPlan:
         """A fresh :class:`Emitter` of this epoch's global order (from its start)."""
         return Emitter(*self._args)
 
-    def size(self) -> int:
-        """This rank's ids from batch ``first_batch`` on (``M`` of ``plan_epoch``)."""
+    @property
+    def num_ids(self) -> int:
+        """This rank's ids from batch ``first_batch`` on (``Plan.num_ids``)."""
         return max(self.per_rank - self.first_batch * self.batch_size, 0)
 
     def head(self) -> np.ndarray:
@@ -260,7 +273,7 @@ class LazyPlan:
     def batches(self):
         """Yields int64 (b,) the ids of each batch, from batch ``first_batch`` on, in order."""
         bs, ws, r = self.batch_size, self.world_size, self.rank
-        left = self.size()
+        left = self.num_ids
         carry = np.empty(0, np.int64)
         for g, ids in self.global_chunks():
             mine = ids[(r - g) % ws::ws]

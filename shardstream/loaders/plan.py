@@ -52,6 +52,12 @@ class Plan:
     shard_order: np.ndarray
     first_batch: int = 0
 
+    @property
+    def num_ids(self) -> int:
+        """Ids in this plan (``ids.size``), as :attr:`LazyPlan.num_ids
+        <shardstream.loaders.lazyplan.LazyPlan.num_ids>`."""
+        return int(self.ids.size)
+
     def batch(self, k: int) -> np.ndarray:
         """int64 (b,) global ids of batch ``k`` (``0 <= k < num_batches``, counted from ``first_batch``)."""
         if not _is_int(k) or not 0 <= k < self.num_batches:

@@ -15,7 +15,7 @@ import torch
 import torch.utils.data
 
 from ..errors import InputError
-from .execute import iter_batches
+from .lazyexec import iter_batches
 from .options import LoaderOptions, check_int, loader_options
 from .resize import to_float
 
