@@ -4,7 +4,8 @@ and describe it.
 :func:`verify` reads every shard of every format of one split and checks, per shard: it exists,
 its size and sha256 equal the manifest's, it parses (member names, order, count, image shape,
 PNG data), its labels lie within the classes; per split: the tar and Parquet shards hold the same
-samples (pixels and labels), and the label counts equal the manifest's.  It returns the problems
+samples (pixels and labels), the label counts equal the manifest's, and the columnar index
+(``index.npy``, if present) agrees with ``manifest.json``.  It returns the problems
 as one line each, naming the shard; an empty list means the split is sound.
 """
 
@@ -20,6 +21,7 @@ import numpy as np
 from ..errors import ManifestError, NotFoundError, ShardError, StorageError
 from . import storage
 from .formats import read_shard, sample_key
+from .index import INDEX_NAME, manifest_digest, parse_index
 from .manifest import MANIFEST_NAME, Manifest, load_manifest
 
 
@@ -51,8 +53,34 @@ def _check_shard(location, manifest, fmt, index, storage_options):
     return None, (images, labels)
 
 
-def _verify(location, manifest, storage_options=None, bar=None) -> list[str]:
+def _index_problems(location, manifest, storage_options=None) -> list[str]:
+    """The disagreements of the split's index (``index.npy``, if it has one) with the manifest
+    read from ``manifest.json``: damaged, written for another manifest, or a differing field."""
+    where = storage.join(location, INDEX_NAME)
+    try:
+        data = storage.read_bytes(where, storage_options)
+        manifest_bytes = storage.read_bytes(storage.join(location, MANIFEST_NAME), storage_options)
+    except NotFoundError:
+        return []
+    try:
+        meta, table = parse_index(data, storage.display(where))
+        indexed = Manifest.from_index(meta, table, storage.display(where))
+    except ManifestError as exc:
+        return [f"{INDEX_NAME}: {exc}"]
     problems = []
+    if meta.get("manifest_sha256") != manifest_digest(manifest_bytes):
+        problems.append(f"{INDEX_NAME}: was not written for this {MANIFEST_NAME} (its recorded "
+                        f"sha256 differs); re-run the conversion or delete {INDEX_NAME}")
+    for key in ("dataset", "split", "num_samples", "image_shape", "encoding", "classes",
+                "label_counts", "source", "shards"):
+        if getattr(indexed, key) != getattr(manifest, key):
+            problems.append(f"{INDEX_NAME}: field '{key}' disagrees with {MANIFEST_NAME}; re-run "
+                            f"the conversion or delete {INDEX_NAME}")
+    return problems
+
+
+def _verify(location, manifest, storage_options=None, bar=None) -> list[str]:
+    problems = _index_problems(location, manifest, storage_options)
     counts = np.zeros(len(manifest.classes), dtype=np.int64)
     counted = True  # every shard parsed in at least one format
     for index in range(manifest.num_shards):
@@ -89,7 +117,7 @@ def verify(location: str, storage_options=None) -> list[str]:
     """Problems of the split at ``location`` (one line each, naming the shard); empty = sound.
 
     Raises :class:`ManifestError` when the location has no valid manifest."""
-    manifest = load_manifest(location, storage_options)
+    manifest = load_manifest(location, storage_options, use_index=False)
     return _verify(location, manifest, storage_options)
 
 
@@ -130,7 +158,7 @@ def verify_command(location: str, quiet: bool = False) -> int:
     bad = 0
     for split in splits:
         try:
-            manifests[split] = load_manifest(split)
+            manifests[split] = load_manifest(split, use_index=False)
         except ManifestError as exc:
             print(f"{storage.display(split)}: FAILED: {exc}")
             bad += 1
