@@ -37,6 +37,9 @@ __all__ = ["LOOKAHEAD", "iter_batches"]
 #: buffer that long with probability about e**-LOOKAHEAD)
 LOOKAHEAD = 4
 
+#: most batches handled together (see ``_Run.batches``)
+GROUP = 64
+
 _UNREAD, _WANTED = -1, -2  # held-state codes (>= 0: a pool slot)
 
 
@@ -53,6 +56,56 @@ def iter_batches(source, plan, worker: int = 0, num_workers: int = 1,
                     ExecStats() if stats is None else stats).batches()
 
 
+class _Queue:
+    """This worker's resolved ids not yet handed out, in order: columns ``ids``, ``k`` (plan
+    batch), ``pos`` (global position), ``shard``; appended at the tail, cut at the head, in
+    amortised O(1) per entry."""
+
+    COLUMNS = ("ids", "k", "pos", "shard")
+
+    def __init__(self):
+        self.cols = {c: np.empty(1024, np.int64) for c in self.COLUMNS}
+        self.head = self.tail = 0
+        self.popped = 0  # entries popped so far: entry ``head + j`` is number ``popped + j``
+
+    def __len__(self) -> int:
+        return self.tail - self.head
+
+    def col(self, name: str) -> np.ndarray:
+        return self.cols[name][self.head:self.tail]
+
+    def append(self, **cols) -> None:
+        m = len(cols["ids"])
+        if self.tail + m > len(self.cols["ids"]):
+            keep = len(self)
+            cap = max(2 * (keep + m), 1024)
+            for c in self.COLUMNS:
+                new = np.empty(cap, np.int64)
+                new[:keep] = self.cols[c][self.head:self.tail]
+                self.cols[c] = new
+            self.head, self.tail = 0, keep
+        for c in self.COLUMNS:
+            self.cols[c][self.tail:self.tail + m] = cols[c]
+        self.tail += m
+
+    def pop(self, m: int) -> dict:
+        """The first ``m`` entries (copies), removed."""
+        out = {c: self.cols[c][self.head:self.head + m].copy() for c in self.COLUMNS}
+        self.head += m
+        self.popped += m
+        return out
+
+
+def _groups(keys: np.ndarray):
+    """Yields ``(key, positions)`` for each distinct value of ``keys`` (int (m,)), positions
+    (into ``keys``) in order; one stable sort, no pass over ``keys`` per group."""
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    cuts = np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1
+    for part in np.split(order, cuts) if keys.size else ():
+        yield int(keys[part[0]]), part
+
+
 class _Run:
     """One worker's execution of a lazy plan (see the module docstring)."""
 
@@ -66,8 +119,14 @@ class _Run:
         # where each shard starts in the stream (step 3)
         self.stream_start = np.empty(sizes.size, np.int64)
         self.stream_start[self.em.shard_order] = self.em.stream_ends[:-1]
+        self.sizes = sizes
         self.read = np.zeros(sizes.size, dtype=bool)   # read (or being read) by this worker
-        self.held: dict[int, np.ndarray] = {}           # shard -> int32 (n_s,) state per sample
+        # the state of each sample of the shards held: slab[base[s] + i] for sample i of
+        # shard s (base -1: nothing held); count[s]: its entries that are not _UNREAD
+        self.base = np.full(sizes.size, -1, np.int64)
+        self.count = np.zeros(sizes.size, np.int64)
+        self.slab = np.empty(0, np.int32)
+        self.slab_end = self.live = 0
         max_shard = int(sizes.max(initial=1))
         self.lookahead = LOOKAHEAD * plan.shuffle_buffer + 2 * max_shard
         self.pool = _Pool(manifest.image_shape, plan.batch_size + max_shard)
@@ -76,9 +135,8 @@ class _Run:
         self.end = ws * plan.per_rank                   # global positions of the epoch
         self.chunks = plan.global_chunks(self.em)
         self.frontier = plan.first_batch * plan.batch_size * ws
-        # the queue: this worker's resolved ids not yet handed out, with their batch and
-        # global position
-        self.q_ids = self.q_k = self.q_pos = np.empty(0, np.int64)
+        self.queue = _Queue()
+        self.scanned = 0                                # see _next_unread
         self.pending = None                             # the _ReadAhead in flight
 
     # -- the frontier ---------------------------------------------------------------------
@@ -94,47 +152,93 @@ class _Run:
         k = (pos // ws) // plan.batch_size - plan.first_batch
         mine = (pos % ws == plan.rank) & ((k // self.group) % self.num_workers == self.worker)
         self.frontier = g + ids.size
-        if self.held:
+        shards = np.searchsorted(self.offsets, ids, side="right") - 1
+        if self.live:
             # held samples sent elsewhere are dropped (padding copies, pos >= n, are read apart)
-            away = ~mine & (pos < self.n)
-            self._drop(ids[away])
-        self.q_ids = np.concatenate([self.q_ids, ids[mine]])
-        self.q_k = np.concatenate([self.q_k, k[mine]])
-        self.q_pos = np.concatenate([self.q_pos, pos[mine]])
+            away = ~mine & (pos < self.n) & self.read[shards]
+            if away.any():
+                self._unhold(ids[away], shards[away])
+        self.queue.append(ids=ids[mine], k=k[mine], pos=pos[mine], shard=shards[mine])
         return True
 
-    def _drop(self, ids: np.ndarray) -> None:
-        shards = np.searchsorted(self.offsets, ids, side="right") - 1
-        keep = self.read[shards]
-        if not keep.any():
-            return
-        ids, shards = ids[keep], shards[keep]
-        for s in np.unique(shards):
-            state = self.held.get(int(s))
-            if state is None:
-                continue
-            local = ids[shards == s] - self.offsets[s]
-            slots = state[local]
-            self._free(slots[slots >= 0])
-            state[local] = _UNREAD
-            if not (state != _UNREAD).any():
-                del self.held[int(s)]
+    def _unhold(self, ids: np.ndarray, shards: np.ndarray) -> np.ndarray:
+        """Mark ``ids`` (of ``shards``, each id at most once) no longer held; returns their
+        pool slots (-1: none), freeing none of them."""
+        base = self.base[shards]
+        held = base >= 0
+        slots = np.full(ids.size, -1, np.int64)
+        if not held.any():
+            return slots
+        shards = shards[held]
+        at = base[held] + ids[held] - self.offsets[shards]
+        got = self.slab[at]
+        slots[held] = np.where(got >= 0, got, -1)
+        self.slab[at] = _UNREAD
+        np.subtract.at(self.count, shards, got != _UNREAD)
+        done = np.unique(shards)
+        done = done[self.count[done] == 0]
+        self.base[done] = -1
+        self.live -= int(self.sizes[done].sum())
+        return slots
 
-    def _free(self, slots: np.ndarray) -> None:
+    def _hold(self, s: int, state: np.ndarray) -> None:
+        """Start holding shard ``s`` with ``state`` (int32 (n_s,)); the slab grows or is
+        compacted as needed (amortised O(1) per sample)."""
+        n = state.size
+        if not (state != _UNREAD).any():
+            return
+        if self.slab_end + n > self.slab.size:
+            held = np.flatnonzero(self.base >= 0)
+            new = np.empty(max(2 * (self.live + n), 1024), np.int32)
+            end = 0
+            for h in held:
+                size = int(self.sizes[h])
+                new[end:end + size] = self.slab[self.base[h]:self.base[h] + size]
+                self.base[h] = end
+                end += size
+            self.slab, self.slab_end = new, end
+        self.base[s] = self.slab_end
+        self.slab[self.slab_end:self.slab_end + n] = state
+        self.slab_end += n
+        self.live += n
+        self.count[s] = int(np.count_nonzero(state != _UNREAD))
+
+    def _state(self, s: int):
+        """The held state of shard ``s`` (a view into the slab), or None."""
+        b = int(self.base[s])
+        return None if b < 0 else self.slab[b:b + int(self.sizes[s])]
+
+    def _drop(self, ids: np.ndarray, shards: np.ndarray) -> None:
+        slots = self._unhold(ids, shards)
+        slots = slots[slots >= 0]
         if slots.size:
             self.pool.take(slots)  # frees them (the gathered copy is discarded)
 
     # -- reading ----------------------------------------------------------------------------
 
     def _next_unread(self, count: int) -> list[int]:
-        """The next ``count`` shards the queue needs that this worker has not read, in order."""
-        ids = self.q_ids[self.q_pos < self.n]  # padding copies are read apart
-        if not ids.size:
-            return []
-        shards = np.searchsorted(self.offsets, ids, side="right") - 1
-        shards = shards[~self.read[shards]]
-        uniq, first = np.unique(shards, return_index=True)
-        return [int(s) for s in uniq[np.argsort(first, kind="stable")][:count]]
+        """The next ``count`` shards the queue needs that this worker has not read, in order
+        (padding copies are read apart).  Entries before ``self.scanned`` (a queue entry
+        number) are known to need read shards only, and are not scanned again."""
+        q = self.queue
+        start = max(self.scanned - q.popped, 0)
+        shards, pos = q.col("shard")[start:], q.col("pos")[start:]
+        found: list[int] = []
+        step = 4096
+        for i in range(0, len(shards), step):
+            block = shards[i:i + step]
+            unread = np.flatnonzero(~self.read[block] & (pos[i:i + step] < self.n))
+            if not found and unread.size:
+                self.scanned = q.popped + start + i + int(unread[0])
+            block = block[unread]
+            for s in block[np.sort(np.unique(block, return_index=True)[1])]:
+                if int(s) not in found:
+                    found.append(int(s))
+            if len(found) >= count:
+                break
+        if not found:
+            self.scanned = q.popped + start + len(shards)
+        return found[:count]
 
     def _start_read(self) -> None:
         """Start reading the first unread shard the queue needs, keeping every sample of it
@@ -146,7 +250,8 @@ class _Run:
             self.source.prefetch(ahead[1:])
         s = ahead[0]
         lo, hi = self.offsets[s], self.offsets[s + 1]
-        queued = self.q_ids[(self.q_ids >= lo) & (self.q_ids < hi) & (self.q_pos < self.n)]
+        queued = self.queue.col("ids")[(self.queue.col("shard") == s)
+                                       & (self.queue.col("pos") < self.n)]
         buffered = self.em.pending()
         buffered = buffered[(buffered >= lo) & (buffered < hi)]
         start = max(self.em.entered - self.stream_start[s], 0)
@@ -154,9 +259,10 @@ class _Run:
         state[queued - lo] = _WANTED
         state[buffered - lo] = _WANTED
         state[start:] = _WANTED
+        want = np.flatnonzero(state == _WANTED)
         self.read[s] = True
-        self.held[s] = state
-        self.pending = _ReadAhead(self.source, s, np.flatnonzero(state == _WANTED))
+        self._hold(s, state)
+        self.pending = _ReadAhead(self.source, s, want)
 
     def _finish_read(self) -> None:
         """Put the shard read ahead into the pool (the samples still wanted)."""
@@ -165,7 +271,7 @@ class _Run:
         images, labels = reader.get()
         self.source.release(s)
         self.stats.shards_read.append(s)
-        state = self.held.get(s)
+        state = self._state(s)
         if state is None:  # everything it had was sent elsewhere while it was read
             return
         keep = state[reader.want] == _WANTED
@@ -179,11 +285,10 @@ class _Run:
             self._finish_read()
         shards = np.searchsorted(self.offsets, ids, side="right") - 1
         slots = np.empty(ids.size, np.int64)
-        for s in np.unique(shards):
-            at = np.flatnonzero(shards == s)
-            images, labels = self.source.load(int(s), ids[at] - self.offsets[s])
-            self.source.release(int(s))
-            self.stats.shards_read.append(int(s))
+        for s, at in _groups(shards):
+            images, labels = self.source.load(s, ids[at] - self.offsets[s])
+            self.source.release(s)
+            self.stats.shards_read.append(s)
             slots[at] = self.pool.put(images, labels)
         return slots
 
@@ -205,35 +310,47 @@ class _Run:
             self._start_read()
 
     def batches(self):
+        """Yields ``(k, images, labels)`` for this worker's batches.  Batches come in groups:
+        the next batch is made ready (its shards read), then the batches after it whose
+        shards are all in the pool already join it, so that the bookkeeping runs once per
+        group, not once per batch."""
         plan, bs, ws = self.plan, self.plan.batch_size, self.plan.world_size
+        mine = worker_batches(plan.num_batches, self.worker, self.num_workers, self.group)
+        ends = np.minimum((plan.first_batch + mine + 1) * bs * ws, self.end)
+        j = 0
         try:
-            for k in worker_batches(plan.num_batches, self.worker, self.num_workers, self.group):
-                batch_end = min((plan.first_batch + int(k) + 1) * bs * ws, self.end)
-                while self.frontier < min(batch_end + self.lookahead, self.end):
+            while j < mine.size:
+                while self.frontier < min(int(ends[j]) + self.lookahead, self.end):
                     self._advance()
-                take = int(np.searchsorted(self.q_k, k, side="right"))
-                ids, pos = self.q_ids[:take], self.q_pos[:take]
-                copies = pos >= self.n
+                q = self.queue
+                first = int(np.searchsorted(q.col("k"), mine[j], side="right"))
+                real = q.col("pos")[:first] < self.n
+                self._ready(np.unique(q.col("shard")[:first][real]))
+                # the following batches, resolved and with every shard in the pool
+                last = j + int(np.searchsorted(ends[j:j + GROUP], self.frontier, side="right"))
+                take = int(np.searchsorted(q.col("k"), mine[max(last - 1, j)], side="right"))
+                shards, pos = q.col("shard")[first:take], q.col("pos")[first:take]
+                loaded = self.read[shards] | (pos >= self.n)
+                if self.pending is not None:
+                    loaded &= shards != self.pending.shard
+                if not loaded.all():
+                    stop = q.col("k")[first + int(np.flatnonzero(~loaded)[0])]
+                    take = int(np.searchsorted(q.col("k"), stop, side="left"))
+                batch = q.pop(max(take, first))
+                copies = batch["pos"] >= self.n
                 real = np.flatnonzero(~copies)
-                shards = np.searchsorted(self.offsets, ids[real], side="right") - 1
-                self._ready(np.unique(shards))
-                self.q_ids, self.q_k, self.q_pos = (self.q_ids[take:], self.q_k[take:],
-                                                    self.q_pos[take:])
-                slots = np.empty(ids.size, np.int64)
-                for s in np.unique(shards):
-                    at = real[shards == s]
-                    state = self.held[int(s)]
-                    local = ids[at] - self.offsets[s]
-                    slots[at] = state[local]
-                    state[local] = _UNREAD
-                    if not (state != _UNREAD).any():
-                        del self.held[int(s)]
+                slots = np.empty(copies.size, np.int64)
+                slots[real] = self._unhold(batch["ids"][real], batch["shard"][real])
                 if copies.any():
-                    slots[copies] = self._load_copies(ids[copies])
+                    slots[copies] = self._load_copies(batch["ids"][copies])
                 self.stats.peak_pool = max(self.stats.peak_pool, self.pool.used)
-                x, y = self.pool.take(slots)
-                self.stats.pool_capacity = len(self.pool.labels)
-                yield int(k), x, y
+                ks, bounds = np.unique(batch["k"], return_index=True)
+                bounds = np.append(bounds, slots.size)
+                for i, k in enumerate(ks):
+                    x, y = self.pool.take(slots[bounds[i]:bounds[i + 1]])
+                    self.stats.pool_capacity = len(self.pool.labels)
+                    yield int(k), x, y
+                j += ks.size
         finally:
             if self.pending is not None:
                 self.pending.abandon()
