@@ -16,6 +16,9 @@ Writes section "Plan and manifest at scale (issue 17)" of docs/benchmarks.md:
 3. a manifest of 100,000 shards: ``load_manifest`` via ``index.npy`` and via the JSON alone
    (time, traced peak), and a real split of 100,000 one-sample shards on local disk: a fresh
    process's ``torch_loader(...)`` construction to its first batch (time and RSS growth).
+
+Times are wall-clock on a possibly shared machine; memory is tracemalloc's peak (load times
+are taken in a second, untraced call).
 """
 
 from __future__ import annotations
@@ -119,9 +122,10 @@ class _MemorySource:
         pass
 
 
-def executor_row(n: int, window: int = 3_000_000) -> dict:
+def executor_row(n: int, window: int = 3_000_000, world_size: int = 1) -> dict:
     sizes = np.full(n // SHARD, SHARD, np.int64)
-    plan = LazyPlan(sizes, batch_size=BATCH, seed=1, shuffle_buffer=BUFFER)
+    plan = LazyPlan(sizes, batch_size=BATCH, seed=1, shuffle_buffer=BUFFER,
+                    world_size=world_size)
     ref = plan.batches()
     stats = ExecStats()
     got, t = 0, time.perf_counter()
@@ -134,7 +138,8 @@ def executor_row(n: int, window: int = 3_000_000) -> dict:
             break
     dt = time.perf_counter() - t
     batches.close()
-    return dict(n=n, samples_per_s=got / dt, samples=got, peak_pool=stats.peak_pool,
+    return dict(n=n, world_size=world_size, samples_per_s=got / dt, samples=got,
+                global_per_s=got * world_size / dt, peak_pool=stats.peak_pool,
                 shards_read=len(stats.shards_read))
 
 
@@ -159,8 +164,11 @@ def manifest_rows(folder: str) -> list[dict]:
         f.write(index_bytes(m, text))
     rows = []
     for how, kw in (("index.npy", {}), ("manifest.json alone", {"use_index": False})):
-        got, t, peak = traced(lambda: load_manifest(folder, **kw))
+        got, _, peak = traced(lambda: load_manifest(folder, **kw))
         assert got == m
+        t = time.perf_counter()
+        load_manifest(folder, **kw)  # timed without tracemalloc, which slows Python objects
+        t = time.perf_counter() - t
         rows.append(dict(how=how, seconds=t, peak_mb=peak,
                          json_mb=len(text) / 1e6,
                          index_mb=os.path.getsize(os.path.join(folder, "index.npy")) / 1e6))
@@ -187,17 +195,60 @@ print(json.dumps(dict(make_s=t_make, first_s=t_first, rss_before_mb=before, rss_
 """
 
 
+def _one_sample_tars(n: int):
+    """Yields the bytes of ``n`` one-sample tar shards (2x2x1 zero image, label 0, sample
+    ``i`` in shard ``i``): one shard written by shardstream, the others copies of it with the
+    key in the member names changed and the header checksums recomputed (writing 100,000
+    shards through the tar writer takes ~10 minutes here)."""
+    import io
+    import tarfile
+
+    from shardstream.shards.formats import write_shard
+
+    buf = io.BytesIO()
+    write_shard("tar", buf, 0, np.zeros((1, 2, 2, 1), np.uint8), np.zeros(1, np.int64), "npy",
+                ("a", "b"))
+    template = buf.getvalue()
+    with tarfile.open(fileobj=io.BytesIO(template)) as tf:
+        headers = [m.offset for m in tf.getmembers()]
+    old = b"%09d" % 0
+    for i in range(n):
+        data = bytearray(template)
+        for h in headers:
+            block = data[h:h + 512]
+            block[:100] = block[:100].replace(old, b"%09d" % i)  # the member name
+            block[148:156] = b" " * 8
+            block[148:156] = b"%06o\0 " % sum(block)
+            data[h:h + 512] = block
+        yield bytes(data)
+
+
 def loader_row(folder: str) -> dict:
-    """A real split of 100,000 one-sample shards (tar), then a fresh process's loader."""
-    from shardstream.converters.convert import write_split
+    """A real split of 100,000 one-sample tar shards, then a fresh process's loader."""
+    import hashlib
+
+    from shardstream.shards.formats import shard_name
+    from shardstream.shards.index import index_bytes
+    from shardstream.shards.manifest import Manifest, ShardInfo
 
     split = os.path.join(folder, "big", "train")
+    n = 100_000
     if not os.path.exists(os.path.join(split, "manifest.json")):
-        n = 100_000
-        rng = np.random.default_rng(0)
-        write_split(folder, "big", "train", rng.integers(0, 256, (n, 2, 2, 1), dtype=np.uint8),
-                    rng.integers(0, 2, n), ("a", "b"), {"synthetic": True}, formats=("tar",),
-                    shard_size=1, progress=False)
+        os.makedirs(split, exist_ok=True)
+        infos = []
+        for i, data in enumerate(_one_sample_tars(n)):
+            name = shard_name("train", i, "tar")
+            with open(os.path.join(split, name), "wb") as f:
+                f.write(data)
+            infos.append(ShardInfo(name, 1, len(data), hashlib.sha256(data).hexdigest()))
+        m = Manifest(dataset="big", split="train", num_samples=n, image_shape=(2, 2, 1),
+                     encoding="npy", classes=("a", "b"), label_counts=(n, 0),
+                     shards={"tar": infos}, source={"synthetic": True})
+        text = m.to_json().encode()
+        with open(os.path.join(split, "index.npy"), "wb") as f:
+            f.write(index_bytes(m, text))
+        with open(os.path.join(split, "manifest.json"), "wb") as f:
+            f.write(text)
     out = subprocess.run([sys.executable, "-c", _FIRST_BATCH, split], capture_output=True,
                          text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -225,12 +276,15 @@ def render(plans, refs, execs, manifests, loader) -> str:
         lines += ["", f"The materialised reference `plan_epoch` at N = {r['n']:.0e}: "
                       f"{r['first_s']:.2f} s to its first batch ({r['ids_per_s'] / 1e6:.1f} M "
                       f"ids/s), peak {r['peak_mb']:.0f} MB — it grows with N (~{r['peak_mb'] / r['n'] * 1e9 / 1e3:.0f} GB at 10^9)."]
+    lines += ["", "The lazy executor's own bookkeeping (`lazyexec.iter_batches` over in-memory "
+                  "1x1 shards: no I/O, no decoding; every batch checked against the plan), "
+                  "rank 0, one worker:", "",
+                  "| N | world_size | this rank's samples / s | global ids resolved / s | "
+                  "samples | pool peak (samples) | shards read |", "|---:|---:|---:|---:|---:|---:|---:|"]
     for r in execs:
-        lines += ["", f"Lazy executor bookkeeping (in-memory 1x1 shards, no I/O, batches checked "
-                      f"against the plan), N = {r['n']:.0e}: **{r['samples_per_s'] / 1e3:,.0f}k "
-                      f"samples/s** over {r['samples']:,} samples; pool peak {r['peak_pool']:,} "
-                      f"samples (buffer {BUFFER:,} + shard {SHARD:,}); {r['shards_read']} shards "
-                      f"read, each once."]
+        lines.append(f"| {r['n']:.0e} | {r['world_size']} | {r['samples_per_s'] / 1e3:,.0f}k | "
+                     f"{r['global_per_s'] / 1e6:.1f} M | {r['samples']:,} | {r['peak_pool']:,} | "
+                     f"{r['shards_read']} (each once) |")
     if manifests:
         lines += ["", f"A manifest of 100,000 shards (tar + parquet entries): manifest.json "
                       f"{manifests[0]['json_mb']:.1f} MB, index.npy {manifests[0]['index_mb']:.1f} "
@@ -262,7 +316,7 @@ def main():
     print(plans[-1], flush=True)
     refs = [reference_row(10**6)]
     print(refs, flush=True)
-    execs = [executor_row(10**8)]
+    execs = [executor_row(10**8), executor_row(10**8, window=1_000_000, world_size=8)]
     print(execs, flush=True)
     manifests = loader = None
     if not args.quick:

@@ -2,6 +2,7 @@
 batches for a LazyPlan, reads each shard once in plan order, and holds a bounded pool."""
 
 import threading
+import types
 import time
 
 import numpy as np
@@ -136,3 +137,46 @@ def test_stopped_early_releases_the_shard_being_read(source):
             break
         time.sleep(0.05)
     assert rec.held == set()
+
+
+class MemorySource:
+    """Shards of 1x1 images held in memory, the sample id as its label (no files)."""
+
+    def __init__(self, sizes):
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self.manifest = types.SimpleNamespace(offsets=offsets, shard_sizes=np.asarray(sizes),
+                                              image_shape=(1, 1, 1))
+        self.loads = []
+
+    def load(self, s, want):
+        want = np.asarray(want, np.int64)
+        self.loads.append(s)
+        return np.zeros((want.size, 1, 1, 1), np.uint8), want + self.manifest.offsets[s]
+
+    def release(self, s):
+        pass
+
+    def prefetch(self, shards):
+        pass
+
+
+@pytest.mark.parametrize("world_size,num_workers,rank", [(1, 1, 0), (8, 1, 3), (3, 4, 2),
+                                                         (5, 2, 4)])
+def test_pool_holds_about_this_workers_share_and_ends_empty(world_size, num_workers, rank):
+    """200 shards of 1,000, buffer 10,000: every batch is the plan's, every shard is read once
+    (plus one for a padding copy), the pool holds about this worker's share of buffer + shard
+    (not the whole buffer) and is empty at the end."""
+    sizes = np.full(200, 1000)
+    sizes[7] = 999  # padding for world sizes that do not divide
+    kw = dict(batch_size=64, seed=1, shuffle_buffer=10_000, world_size=world_size, rank=rank)
+    plan = LazyPlan(sizes, **kw)
+    eager = plan_epoch(sizes, **kw)
+    for w in range(num_workers):
+        src = MemorySource(sizes)
+        run = lazyexec._Run(src, plan, w, num_workers, 1, ExecStats())
+        for k, _, y in run.batches():
+            assert np.array_equal(y, eager.batch(k))
+        assert run.pool.used == 0 and run.live == 0 and not (run.base >= 0).any()
+        assert len(src.loads) - len(set(src.loads)) <= 1
+        share = (10_000 + 1000) / (world_size * num_workers)
+        assert run.stats.peak_pool <= share + 1000 + 64, run.stats.peak_pool

@@ -157,7 +157,7 @@ class _Run:
             # held samples sent elsewhere are dropped (padding copies, pos >= n, are read apart)
             away = ~mine & (pos < self.n) & self.read[shards]
             if away.any():
-                self._unhold(ids[away], shards[away])
+                self._drop(ids[away], shards[away])
         self.queue.append(ids=ids[mine], k=k[mine], pos=pos[mine], shard=shards[mine])
         return True
 
