@@ -273,14 +273,17 @@ def render(plans, refs, execs, manifests, loader) -> str:
                      f"{r['first_s']:.3f} | {r['global_ids_per_s'] / 1e6:.1f} M | "
                      f"{r['rank_ids_per_s'] / 1e6:.2f} M | {r['deep_s']:.1f} |")
     for r in refs:
+        per_n = r["peak_mb"] / r["n"]  # MB per sample
         lines += ["", f"The materialised reference `plan_epoch` at N = {r['n']:.0e}: "
                       f"{r['first_s']:.2f} s to its first batch ({r['ids_per_s'] / 1e6:.1f} M "
-                      f"ids/s), peak {r['peak_mb']:.0f} MB — it grows with N (~{r['peak_mb'] / r['n'] * 1e9 / 1e3:.0f} GB at 10^9)."]
+                      f"ids/s), peak {r['peak_mb']:.0f} MB — it grows with N "
+                      f"(~{per_n * 1e9 / 1e3:.0f} GB at 10^9)."]
     lines += ["", "The lazy executor's own bookkeeping (`lazyexec.iter_batches` over in-memory "
                   "1x1 shards: no I/O, no decoding; every batch checked against the plan), "
                   "rank 0, one worker:", "",
                   "| N | world_size | this rank's samples / s | global ids resolved / s | "
-                  "samples | pool peak (samples) | shards read |", "|---:|---:|---:|---:|---:|---:|---:|"]
+                  "samples | pool peak (samples) | shards read |",
+                  "|---:|---:|---:|---:|---:|---:|---:|"]
     for r in execs:
         lines.append(f"| {r['n']:.0e} | {r['world_size']} | {r['samples_per_s'] / 1e3:,.0f}k | "
                      f"{r['global_per_s'] / 1e6:.1f} M | {r['samples']:,} | {r['peak_pool']:,} | "

@@ -231,9 +231,8 @@ class _Run:
             if not found and unread.size:
                 self.scanned = q.popped + start + i + int(unread[0])
             block = block[unread]
-            for s in block[np.sort(np.unique(block, return_index=True)[1])]:
-                if int(s) not in found:
-                    found.append(int(s))
+            firsts = block[np.sort(np.unique(block, return_index=True)[1])]  # in queue order
+            found += [s for s in firsts[:count + len(found)].tolist() if s not in found]
             if len(found) >= count:
                 break
         if not found:

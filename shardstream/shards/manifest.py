@@ -71,6 +71,24 @@ class ShardTable(Sequence):
         return ShardInfo(self.names[i].decode("utf-8"), int(self.num_samples[i]),
                          int(self.bytes[i]), self.sha256[i].tobytes().hex())
 
+    def __iter__(self):
+        return iter(self._infos())
+
+    def _infos(self) -> tuple:
+        """Every ShardInfo, made once (vectorised) on the first full iteration."""
+        infos = self.__dict__.get("_all")
+        if infos is None:
+            hexes = self.sha256.tobytes().hex()
+            infos = tuple(ShardInfo(name.decode("utf-8"), n, b, hexes[64 * i:64 * i + 64])
+                          for i, (name, n, b) in enumerate(zip(self.names.tolist(),
+                                                               self.num_samples.tolist(),
+                                                               self.bytes.tolist())))
+            self.__dict__["_all"] = infos
+        return infos
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_all"}
+
     def __eq__(self, other):
         if isinstance(other, ShardTable):
             return all(np.array_equal(getattr(self, k), getattr(other, k))
