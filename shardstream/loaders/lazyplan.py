@@ -33,7 +33,7 @@ __all__ = ["CHUNK", "Emitter", "LazyPlan", "lazy_plan"]
 CHUNK = 1 << 16
 _EMPTY = np.empty(0, np.int64)
 #: draws per step of :meth:`Emitter.skip` (at least the buffer: each step also scans it)
-SKIP_CHUNK = 1 << 18
+SKIP_CHUNK = 1 << 20
 
 
 class Emitter:
@@ -97,6 +97,11 @@ class Emitter:
         lens = np.minimum(ends[j0 + 1:j1 + 1], q1) - np.maximum(ends[j0:j1], q0)
         return np.repeat(self._delta[j0:j1], lens) + np.arange(q0, q1, dtype=np.int64)
 
+    def stream_at(self, q: np.ndarray) -> np.ndarray:
+        """int64 (m,) the stream at positions ``q`` (int (m,), any order)."""
+        q = np.asarray(q, dtype=np.int64)
+        return q + self._delta[np.searchsorted(self.stream_ends, q, side="right") - 1]
+
     def take(self, count: int) -> np.ndarray:
         """int64 (count,) the next ``count`` ids of the epoch's order (``count <= CHUNK`` keeps
         the memory bound; larger counts work, in proportion)."""
@@ -107,17 +112,18 @@ class Emitter:
         count = int(count)
         if self.mode == "buffer":
             draws = self.n - self.b
-            step = max(SKIP_CHUNK, self.b)
-            last = np.empty(self.b, dtype=np.int64)
+            step = min(max(SKIP_CHUNK, self.b), np.iinfo(np.int32).max)
+            last = np.empty(self.b, dtype=np.int32)
+            times = np.arange(min(step, count, draws), dtype=np.int32)
             while count > 0 and self.emitted < draws:
                 c = min(count, draws - self.emitted, step)
                 slots = self.rng.integers(self.b, size=c, dtype=self._dtype)
-                refills = self.stream(self.b + self.emitted, self.b + self.emitted + c)
-                # each slot ends holding its last refill of the chunk
+                # each slot ends holding the refill of its last draw in the chunk, stream
+                # position B + emitted + that draw's index
                 last.fill(-1)
-                np.maximum.at(last, slots, np.arange(c, dtype=np.int64))
+                np.maximum.at(last, slots, times[:c])
                 hit = np.flatnonzero(last >= 0)
-                self.buffer[hit] = refills[last[hit]]
+                self.buffer[hit] = self.stream_at(self.b + self.emitted + last[hit])
                 self.emitted += c
                 count -= c
         self._advance(count, False)
