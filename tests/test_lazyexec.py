@@ -180,3 +180,17 @@ def test_pool_holds_about_this_workers_share_and_ends_empty(world_size, num_work
         assert len(src.loads) - len(set(src.loads)) <= 1
         share = (10_000 + 1000) / (world_size * num_workers)
         assert run.stats.peak_pool <= share + 1000 + 64, run.stats.peak_pool
+
+
+def test_worker_batches_are_computed_not_listed():
+    """The lazy executor's batch list (computed in pieces, O(1) memory) is worker_batches'."""
+    for n, group, num_workers in [(0, 1, 1), (1, 1, 3), (37, 4, 3), (64, 8, 2), (65, 8, 2),
+                                  (1000, 3, 7)]:
+        for w in range(num_workers):
+            run = object.__new__(lazyexec._Run)
+            run.plan = types.SimpleNamespace(num_batches=n)
+            run.group, run.worker, run.num_workers = group, w, num_workers
+            expected = execute.worker_batches(n, w, num_workers, group)
+            assert run._my_count() == expected.size
+            got = [run._my_batches(j, 5) for j in range(0, expected.size, 5)]
+            assert np.array_equal(np.concatenate(got + [np.empty(0, np.int64)]), expected)

@@ -308,26 +308,43 @@ class _Run:
         if self.pending is None:
             self._start_read()
 
+    def _my_count(self) -> int:
+        """How many batches this worker executes (:func:`execute.worker_batches`' length,
+        without making it: O(1) memory for any epoch)."""
+        n, g, w, nw = self.plan.num_batches, self.group, self.worker, self.num_workers
+        runs = -(-n // g)
+        mine = max(-(-(runs - w) // nw), 0)
+        if mine and (runs - 1) % nw == w:  # the last run is mine: it may be short
+            return mine * g - (runs * g - n)
+        return mine * g
+
+    def _my_batches(self, j: int, count: int) -> np.ndarray:
+        """int64 (<= count,) this worker's batches ``j, j+1, ...`` (indices into
+        :func:`execute.worker_batches`' list), computed, not listed."""
+        g = self.group
+        idx = np.arange(j, min(j + count, self._my_count()), dtype=np.int64)
+        return (self.worker + (idx // g) * self.num_workers) * g + idx % g
+
     def batches(self):
         """Yields ``(k, images, labels)`` for this worker's batches.  Batches come in groups:
         the next batch is made ready (its shards read), then the batches after it whose
         shards are all in the pool already join it, so that the bookkeeping runs once per
         group, not once per batch."""
         plan, bs, ws = self.plan, self.plan.batch_size, self.plan.world_size
-        mine = worker_batches(plan.num_batches, self.worker, self.num_workers, self.group)
-        ends = np.minimum((plan.first_batch + mine + 1) * bs * ws, self.end)
-        j = 0
+        j, total = 0, self._my_count()
         try:
-            while j < mine.size:
-                while self.frontier < min(int(ends[j]) + self.lookahead, self.end):
+            while j < total:
+                mine = self._my_batches(j, GROUP)
+                ends = np.minimum((plan.first_batch + mine + 1) * bs * ws, self.end)
+                while self.frontier < min(int(ends[0]) + self.lookahead, self.end):
                     self._advance()
                 q = self.queue
-                first = int(np.searchsorted(q.col("k"), mine[j], side="right"))
+                first = int(np.searchsorted(q.col("k"), mine[0], side="right"))
                 real = q.col("pos")[:first] < self.n
                 self._ready(np.unique(q.col("shard")[:first][real]))
                 # the following batches, resolved and with every shard in the pool
-                last = j + int(np.searchsorted(ends[j:j + GROUP], self.frontier, side="right"))
-                take = int(np.searchsorted(q.col("k"), mine[max(last - 1, j)], side="right"))
+                last = int(np.searchsorted(ends, self.frontier, side="right"))
+                take = int(np.searchsorted(q.col("k"), mine[max(last - 1, 0)], side="right"))
                 shards, pos = q.col("shard")[first:take], q.col("pos")[first:take]
                 loaded = self.read[shards] | (pos >= self.n)
                 if self.pending is not None:
