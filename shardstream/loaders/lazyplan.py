@@ -108,7 +108,8 @@ class Emitter:
         return self._advance(count, True)
 
     def skip(self, count: int) -> None:
-        """Advance past the next ``count`` ids without producing them (memory O(B + CHUNK))."""
+        """Advance past the next ``count`` ids without producing them (memory O(B + SKIP_CHUNK)):
+        each slot ends holding the refill of its last draw, found with ``np.maximum.at``."""
         count = int(count)
         if self.mode == "buffer":
             draws = self.n - self.b
