@@ -24,7 +24,7 @@ from shardstream.converters.datasets import DATASETS
 from shardstream.converters.fetch import candidate_dirs, find_raw
 from shardstream.converters.synth import MARKER, synthesize
 from shardstream.errors import InputError
-from shardstream.shards.formats import read_shard
+from shardstream.shards import read_shard
 from shardstream.shards.manifest import load_manifest
 
 C10 = DATASETS["cifar-10"]

@@ -19,7 +19,7 @@ from shardstream.converters.convert import convert
 from shardstream.converters.idx import read_idx
 from shardstream.converters.synth import synthesize
 from shardstream.errors import InputError
-from shardstream.shards.formats import read_shard
+from shardstream.shards import read_shard
 from shardstream.shards.manifest import load_manifest
 
 CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker",
@@ -66,7 +66,8 @@ def test_layout_manifest_and_pixels(fixture, fmnist_raw, request):
         assert m.formats == ("tar", "parquet") and m.synthetic
         assert list(m.shard_sizes) == [128] * (nshards - 1) + [n - 128 * (nshards - 1)]
         names = sorted(p.name for p in folder.iterdir())
-        listed = sorted([s.name for f in m.formats for s in m.shards[f]] + ["manifest.json"])
+        listed = sorted([s.name for f in m.formats for s in m.shards[f]] + ["index.npy",
+                                                                         "manifest.json"])
         assert names == listed                                  # nothing else, no temp files
         assert m.shards["tar"][0].name == f"{split}-000000.tar"
         for fmt in m.formats:
@@ -159,7 +160,7 @@ def test_deterministic(tiny_raw, tmp_path, encoding):
         convert("fashion-mnist", str(tmp_path / d), raw=str(tiny_raw), shard_size=16,
                 encoding=encoding, progress=False)
     a, b = tree_digest(tmp_path / "a"), tree_digest(tmp_path / "b")
-    assert len(a) == 2 * (4 + 2) + 2 and a == b
+    assert len(a) == 2 * (4 + 2) + 2 * 2 and a == b  # shards, manifest + index
 
 
 def test_same_conversion_again_is_fine_different_refuses(tiny_raw, tmp_path, capsys):
@@ -184,7 +185,7 @@ def test_same_conversion_again_is_fine_different_refuses(tiny_raw, tmp_path, cap
     assert main(["convert", "fashion-mnist", str(out), "--raw", str(other), "--shard-size", "50",
                  "--overwrite", "-q"]) == 0
     names = sorted(p.name for p in (out / "fashion-mnist" / "train").iterdir())
-    assert names == ["manifest.json", "train-000000.parquet", "train-000000.tar",
+    assert names == ["index.npy", "manifest.json", "train-000000.parquet", "train-000000.tar",
                      "train-000001.parquet", "train-000001.tar"]
     expect = tmp_path / "expect"
     convert("fashion-mnist", str(expect), raw=str(other), shard_size=50, progress=False)

@@ -18,7 +18,7 @@ from shardstream.cli import main
 from shardstream.converters.convert import convert
 from shardstream.converters.images import resize_bilinear
 from shardstream.errors import InputError
-from shardstream.shards.formats import read_shard
+from shardstream.shards import read_shard
 from shardstream.shards.manifest import load_manifest
 
 H, W = 8, 6

@@ -6,7 +6,7 @@ from PIL import Image
 
 from shardstream.cli import main
 from shardstream.converters.convert import convert
-from shardstream.shards.formats import read_shard
+from shardstream.shards import read_shard
 from shardstream.shards.manifest import load_manifest
 
 

@@ -49,7 +49,8 @@ def test_upload_to_local_folder_is_identical_and_restartable(fmnist_shards, expe
     dest = tmp_path / "dest"
     report = upload(str(fmnist_shards), f"file://{dest}", progress=False, jobs=3)
     assert _files(dest) == expected_files
-    shard_count = sum(1 for name in expected_files if not name.endswith("manifest.json"))
+    shard_count = sum(1 for name in expected_files
+                      if not name.endswith(("manifest.json", "index.npy")))
     assert (report.uploaded, report.skipped) == (shard_count, 0)
     again = upload(str(fmnist_shards), str(dest), progress=False)
     assert (again.uploaded, again.skipped) == (0, shard_count)
@@ -88,7 +89,7 @@ def test_interrupted_upload_has_no_manifest_and_resumes(fmnist_shards, expected_
 
     monkeypatch.setattr(upload_mod, "write_bytes", recording_write)
     report = upload(str(split), str(dest), progress=False, jobs=2)
-    n_train = sum(1 for n in expected_files if n.startswith("fashion-mnist/train/")) - 1
+    n_train = sum(1 for n in expected_files if n.startswith("fashion-mnist/train/")) - 2
     assert (report.uploaded, report.skipped) == (n_train - 4, 4)
     assert order[-1] == "manifest.json" and order.count("manifest.json") == 1
     assert damaged.name in order

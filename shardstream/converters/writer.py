@@ -26,6 +26,7 @@ from .. import storage
 from ..errors import InputError, ManifestError, NotFoundError
 from ..shards.formats import write_shard
 from ..shards.imagecodec import encode_png
+from ..shards.index import INDEX_NAME, index_bytes
 from ..shards.manifest import Manifest, ShardInfo
 from ..shards.names import (
     ENCODINGS,
@@ -66,9 +67,10 @@ def _sha256(data) -> str:
 
 
 def _leftover_names(split: str):
-    """Regex of the files a conversion of ``split`` writes (shards, manifest) and of the temp
+    """Regex of the files a conversion of ``split`` writes (shards, index, manifest) and of the temp
     files :func:`storage.atomic_write_local` makes for them."""
-    final = rf"{re.escape(split)}-\d{{6}}\.(?:tar|parquet)|{re.escape(MANIFEST_NAME)}"
+    final = (rf"{re.escape(split)}-\d{{6}}\.(?:tar|parquet)|{re.escape(MANIFEST_NAME)}"
+             rf"|{re.escape(INDEX_NAME)}")
     return re.compile(rf"(?:{final})\Z"), re.compile(rf"\.(?:{final})\..*\.tmp\Z")
 
 
@@ -121,7 +123,7 @@ def _clean(split_loc: str, split: str, keep) -> None:
     except NotFoundError:
         return
     for name in names:
-        stale = keep is not None and final.match(name) and name != MANIFEST_NAME \
+        stale = keep is not None and final.match(name) and name not in (MANIFEST_NAME, INDEX_NAME) \
             and name not in keep
         if stale or (local and temp.match(name)):
             storage.remove(storage.join(split_loc, name))
@@ -177,7 +179,8 @@ def write_split(out_location: str, dataset: str, split: str, images: np.ndarray,
                 classes, source: dict, *, formats=FORMATS, shard_size: int = 10000,
                 encoding: str = "npy", overwrite: bool = False, progress: bool = True) -> Manifest:
     """Write one split: ``<out_location>/<dataset>/<split>/`` shards of every format in
-    ``formats`` plus ``manifest.json`` (last).  Returns the manifest.
+    ``formats``, then the columnar index ``index.npy`` (:mod:`shardstream.shards.index`),
+    then ``manifest.json`` (last).  Returns the manifest.
 
     ``images``: uint8 (N, H, W, C) (or (N, H, W), taken as C = 1); ``labels``: int (N,) in
     ``[0, len(classes))``; ``source``: JSON-able dict recorded in the manifest (must hold
@@ -233,7 +236,10 @@ def write_split(out_location: str, dataset: str, split: str, images: np.ndarray,
                         image_shape=header["image_shape"], encoding=encoding,
                         classes=tuple(classes), label_counts=header["label_counts"],
                         shards={fmt: tuple(v) for fmt, v in infos.items()}, source=source)
-    storage.write_bytes(manifest_loc, manifest.to_json().encode())
+    text = manifest.to_json().encode()
+    # the columnar index first (read instead of the JSON's shard list), the manifest last
+    storage.write_bytes(storage.join(split_loc, INDEX_NAME), index_bytes(manifest, text))
+    storage.write_bytes(manifest_loc, text)
     _clean(split_loc, split, keep={s.name for v in infos.values() for s in v})
     return manifest
 

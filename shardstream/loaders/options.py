@@ -18,7 +18,7 @@ from .. import storage
 from ..errors import InputError, ManifestError, NotFoundError, ShardError
 from ..shards.manifest import MANIFEST_NAME, Manifest, load_manifest
 from .execute import ShardSource, choose_format, open_stream
-from .plan import plan_epoch
+from .lazyplan import LazyPlan
 
 
 def check_int(name, value, minimum=0):
@@ -79,8 +79,9 @@ class LoaderOptions:
     check_shards: bool
 
     def plan(self, manifest: Manifest, epoch: int | None = None, start_batch: int | None = None):
-        """The plan of this rank for ``epoch`` (default: ``self.epoch``) from ``start_batch``."""
-        return plan_epoch(
+        """The plan of this rank for ``epoch`` (default: ``self.epoch``) from ``start_batch``:
+        a :class:`~shardstream.loaders.lazyplan.LazyPlan` (O(S) to make, never O(N))."""
+        return LazyPlan(
             manifest.shard_sizes, batch_size=self.batch_size, seed=self.seed,
             epoch=self.epoch if epoch is None else epoch, shuffle=self.shuffle,
             shard_shuffle=self.shard_shuffle, shuffle_buffer=self.shuffle_buffer,

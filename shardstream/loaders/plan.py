@@ -52,6 +52,12 @@ class Plan:
     shard_order: np.ndarray
     first_batch: int = 0
 
+    @property
+    def num_ids(self) -> int:
+        """Ids in this plan (``ids.size``), as :attr:`LazyPlan.num_ids
+        <shardstream.loaders.lazyplan.LazyPlan.num_ids>`."""
+        return int(self.ids.size)
+
     def batch(self, k: int) -> np.ndarray:
         """int64 (b,) global ids of batch ``k`` (``0 <= k < num_batches``, counted from ``first_batch``)."""
         if not _is_int(k) or not 0 <= k < self.num_batches:
@@ -94,6 +100,49 @@ def _shard_sizes(shard_sizes) -> np.ndarray:
             f"the dataset is empty (shard_sizes has {arr.size} shards and 0 samples); "
             "convert a dataset with at least one sample first")
     return arr
+
+
+def check_plan_args(shard_sizes, batch_size, seed, epoch, shuffle, shard_shuffle, shuffle_buffer,
+                    drop_last, rank, world_size, start_batch):
+    """The checked arguments of :func:`plan_epoch` (shared with the lazy plan,
+    :mod:`shardstream.loaders.lazyplan`): ``(sizes int64 (S,), batch_size, seed, epoch,
+    shuffle_buffer, rank, world_size)``; InputError naming the first bad one."""
+    sizes = _shard_sizes(shard_sizes)
+    batch_size = _check_int("batch_size", batch_size, 1)
+    seed = _check_int("seed", seed, 0)
+    epoch = _check_int("epoch", epoch, 0)
+    shuffle_buffer = _check_int("shuffle_buffer", shuffle_buffer, 0, what=" (0 or 1 means no buffer shuffle)")
+    world_size = _check_int("world_size", world_size, 1)
+    rank = _check_int("rank", rank, 0, world_size - 1, what=f" for world_size={world_size}")
+    for name, flag in (("shuffle", shuffle), ("shard_shuffle", shard_shuffle), ("drop_last", drop_last)):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise InputError(f"{name}={flag!r} must be True or False")
+    if not _is_int(start_batch) or start_batch < 0:
+        raise InputError(f"start_batch={start_batch!r} must be an integer >= 0")
+    return sizes, batch_size, seed, epoch, shuffle_buffer, rank, world_size
+
+
+def epoch_batches(n: int, batch_size: int, drop_last: bool, world_size: int,
+                  start_batch: int) -> tuple[int, int]:
+    """``(per_rank, num_batches)``: the samples of each rank after padding or dropping (steps 5)
+    and its batches (step 6) for ``n`` samples; InputError if there is no batch or
+    ``start_batch`` is past the end."""
+    if drop_last:
+        per_rank = (n - n % world_size) // world_size
+        num_batches = per_rank // batch_size
+    else:
+        per_rank = -(-n // world_size)
+        num_batches = -(-per_rank // batch_size)
+    if num_batches == 0:
+        raise InputError(
+            f"the epoch has no batch: {n} samples over world_size={world_size} ranks gives {per_rank} "
+            f"per rank, fewer than batch_size={batch_size} with drop_last=True; use a smaller "
+            "batch_size or drop_last=False")
+    if start_batch > num_batches:
+        raise InputError(
+            f"start_batch={start_batch} is past the end of this rank's epoch of {num_batches} batches "
+            f"(batch_size={batch_size}); use 0..{num_batches}")
+    return per_rank, num_batches
 
 
 def _stable_argsort(keys: np.ndarray, bound: int) -> np.ndarray:
@@ -178,19 +227,9 @@ def plan_epoch(shard_sizes, *, batch_size: int, seed: int = 0, epoch: int = 0, s
         InputError: naming the bad argument and its value (also for an empty dataset, or an
             epoch that would have no batch at all).
     """
-    sizes = _shard_sizes(shard_sizes)
-    batch_size = _check_int("batch_size", batch_size, 1)
-    seed = _check_int("seed", seed, 0)
-    epoch = _check_int("epoch", epoch, 0)
-    shuffle_buffer = _check_int("shuffle_buffer", shuffle_buffer, 0, what=" (0 or 1 means no buffer shuffle)")
-    world_size = _check_int("world_size", world_size, 1)
-    rank = _check_int("rank", rank, 0, world_size - 1, what=f" for world_size={world_size}")
-    for name, flag in (("shuffle", shuffle), ("shard_shuffle", shard_shuffle), ("drop_last", drop_last)):
-        if not isinstance(flag, (bool, np.bool_)):
-            raise InputError(f"{name}={flag!r} must be True or False")
-    if not _is_int(start_batch) or start_batch < 0:
-        raise InputError(f"start_batch={start_batch!r} must be an integer >= 0")
-
+    sizes, batch_size, seed, epoch, shuffle_buffer, rank, world_size = check_plan_args(
+        shard_sizes, batch_size, seed, epoch, shuffle, shard_shuffle, shuffle_buffer, drop_last,
+        rank, world_size, start_batch)
     num_shards = sizes.size
     n = int(sizes.sum())
     offsets = np.zeros(num_shards + 1, dtype=np.int64)
@@ -217,23 +256,9 @@ def plan_epoch(shard_sizes, *, batch_size: int, seed: int = 0, epoch: int = 0, s
         elif n % world_size:
             ids = np.resize(ids, n + (-n) % world_size)  # wraps around: ids[:pad] appended
         ids = ids[rank::world_size]
-    per_rank = ids.size
-    # 6. batches
+    per_rank, num_batches = epoch_batches(n, batch_size, drop_last, world_size, start_batch)
     if drop_last:
-        num_batches = per_rank // batch_size
         ids = ids[:num_batches * batch_size]
-    else:
-        num_batches = -(-per_rank // batch_size)
-    if num_batches == 0:
-        raise InputError(
-            f"the epoch has no batch: {n} samples over world_size={world_size} ranks gives {per_rank} "
-            f"per rank, fewer than batch_size={batch_size} with drop_last=True; use a smaller "
-            "batch_size or drop_last=False")
-    # 7. resume
-    if start_batch > num_batches:
-        raise InputError(
-            f"start_batch={start_batch} is past the end of this rank's epoch of {num_batches} batches "
-            f"(batch_size={batch_size}); use 0..{num_batches}")
     ids = np.ascontiguousarray(ids[start_batch * batch_size:], dtype=np.int64)
     ids.flags.writeable = False
     shard_order.flags.writeable = False

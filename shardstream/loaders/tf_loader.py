@@ -40,7 +40,8 @@ import tensorflow as tf  # noqa: E402
 
 from ..errors import InputError  # noqa: E402
 from ..service.client import BatchService  # noqa: E402
-from .execute import iter_batches, worker_batches  # noqa: E402
+from .execute import worker_batches  # noqa: E402
+from .lazyexec import iter_batches  # noqa: E402
 from .options import LoaderOptions, check_int, loader_options  # noqa: E402
 from .resize import to_float  # noqa: E402
 
@@ -79,7 +80,7 @@ def _aligned_empty(shape, dtype=np.float32, align: int = 64) -> np.ndarray:
 
 def _chunks(opts: LoaderOptions, manifest, stream: int, num_streams: int, chunks: list[int]):
     """Generator of stream ``stream``'s chunks: X float32 (k, b, h, w, C), y int32 (k, b), one
-    per entry k of ``chunks``, from :func:`execute.iter_batches` (runs of :data:`CHUNK`)."""
+    per entry k of ``chunks``, from :func:`lazyexec.iter_batches` (runs of :data:`CHUNK`)."""
     h, w, c = opts.image_size(manifest)
     batches = iter_batches(opts.open(manifest), opts.plan(manifest), stream, num_streams,
                            group=CHUNK)
@@ -169,7 +170,7 @@ def _build(opts: LoaderOptions, manifest, num_parallel: int,
     total = plan.num_batches
     sizes = np.full(total, plan.batch_size, np.int64)
     if total:
-        sizes[-1] = plan.ids.size - (total - 1) * plan.batch_size
+        sizes[-1] = plan.num_ids - (total - 1) * plan.batch_size
     chunks = [chunk_sizes(sizes[worker_batches(total, p, num_parallel, CHUNK)])
               for p in range(num_parallel)]
     num_chunks = tf.constant([len(ch) for ch in chunks], tf.int64)

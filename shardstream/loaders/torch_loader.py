@@ -16,7 +16,7 @@ import torch.utils.data
 
 from ..errors import InputError
 from ..service.client import BatchService
-from .execute import iter_batches
+from .lazyexec import iter_batches
 from .options import LoaderOptions, check_int, loader_options
 from .resize import to_float
 

@@ -26,7 +26,7 @@ from .. import storage
 from ..errors import InputError, ManifestError, NotFoundError
 from ..loaders.execute import ShardSource, iter_batches
 from ..loaders.options import loader_options
-from ..loaders.plan import Plan
+from ..loaders.plan import Plan, plan_epoch
 from ..loaders.resize import to_float
 from ..server.paths import inside, is_hidden
 from ..shards.manifest import MANIFEST_NAME, Manifest
@@ -200,7 +200,11 @@ class Splits:
             if plan is not None:
                 self.plans.move_to_end(key)
                 return plan
-        plan = opts.plan(split.manifest, start_batch=0)
+        # materialised (random access to any run of batches); equal to the loaders' lazy plan
+        plan = plan_epoch(split.manifest.shard_sizes, batch_size=opts.batch_size, seed=opts.seed,
+                          epoch=opts.epoch, shuffle=opts.shuffle,
+                          shard_shuffle=opts.shard_shuffle, shuffle_buffer=opts.shuffle_buffer,
+                          drop_last=opts.drop_last, rank=opts.rank, world_size=opts.world_size)
         with self.lock:
             self.plans.put(key, plan)
         return plan

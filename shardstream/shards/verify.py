@@ -3,7 +3,8 @@
 :func:`verify` reads every shard of every format of one split and checks, per shard: it exists,
 its size and sha256 equal the manifest's, it parses (member names, order, count, image shape,
 PNG data), its labels lie within the classes; per split: the tar and Parquet shards hold the same
-samples (pixels and labels), and the label counts equal the manifest's.  It returns the problems
+samples (pixels and labels), the label counts equal the manifest's, and the columnar index
+(``index.npy``, if present) agrees with ``manifest.json``.  It returns the problems
 as one line each, naming the shard; an empty list means the split is sound.
 """
 
@@ -14,9 +15,10 @@ import hashlib
 import numpy as np
 
 from .. import storage
-from ..errors import NotFoundError, ShardError, StorageError
+from ..errors import ManifestError, NotFoundError, ShardError, StorageError
 from .formats import read_shard
-from .manifest import load_manifest
+from .index import INDEX_NAME, manifest_digest, parse_index
+from .manifest import Manifest, load_manifest
 from .names import MANIFEST_NAME, sample_key
 
 
@@ -48,6 +50,32 @@ def _check_shard(location, manifest, fmt, index, storage_options):
     return None, (images, labels)
 
 
+def _index_problems(location, manifest, storage_options=None) -> list[str]:
+    """The disagreements of the split's index (``index.npy``, if it has one) with the manifest
+    read from ``manifest.json``: damaged, written for another manifest, or a differing field."""
+    where = storage.join(location, INDEX_NAME)
+    try:
+        data = storage.read_bytes(where, storage_options)
+        manifest_bytes = storage.read_bytes(storage.join(location, MANIFEST_NAME), storage_options)
+    except NotFoundError:
+        return []
+    try:
+        meta, table = parse_index(data, where)
+        indexed = Manifest.from_index(meta, table, where)
+    except ManifestError as exc:
+        return [f"{INDEX_NAME}: {exc}"]
+    problems = []
+    if meta.get("manifest_sha256") != manifest_digest(manifest_bytes):
+        problems.append(f"{INDEX_NAME}: was not written for this {MANIFEST_NAME} (its recorded "
+                        f"sha256 differs); re-run the conversion or delete {INDEX_NAME}")
+    for key in ("dataset", "split", "num_samples", "image_shape", "encoding", "classes",
+                "label_counts", "source", "shards"):
+        if getattr(indexed, key) != getattr(manifest, key):
+            problems.append(f"{INDEX_NAME}: field '{key}' disagrees with {MANIFEST_NAME}; re-run "
+                            f"the conversion or delete {INDEX_NAME}")
+    return problems
+
+
 def verify(location: str, storage_options=None, *, manifest=None, bar=None) -> list[str]:
     """Problems of the split at ``location`` (one line each, naming the shard); empty = sound.
 
@@ -55,8 +83,8 @@ def verify(location: str, storage_options=None, *, manifest=None, bar=None) -> l
     advanced by one per shard checked.  Raises :class:`ManifestError` when the location has no
     valid manifest."""
     if manifest is None:
-        manifest = load_manifest(location, storage_options)
-    problems = []
+        manifest = load_manifest(location, storage_options, use_index=False)
+    problems = _index_problems(location, manifest, storage_options)
     counts = np.zeros(len(manifest.classes), dtype=np.int64)
     counted = True  # every shard parsed in at least one format
     for index in range(manifest.num_shards):

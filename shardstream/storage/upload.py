@@ -14,7 +14,9 @@ For each split:
 3. shards are uploaded in parallel (``jobs``), each re-read after writing and checked (size and
    sha256); a shard already at the destination with the right size and sha256 is skipped, which
    makes an interrupted upload restartable;
-4. ``manifest.json`` is written last, byte-identical to the local one.
+4. the columnar index (``index.npy``, when the conversion has one; checked to belong to the
+   manifest) is copied, then ``manifest.json`` is written last, byte-identical to the local
+   one.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field
 from tqdm.auto import tqdm
 
 from ..errors import InputError, ManifestError, ShardError, StorageError
+from ..shards.index import INDEX_NAME, manifest_digest, parse_index
 from ..shards.manifest import Manifest, find_splits
 from ..shards.names import MANIFEST_NAME
 from . import exists, read_bytes, remove, size, write_bytes
@@ -98,12 +101,21 @@ def upload(src, dest, progress=True, jobs=4, storage_options=None) -> UploadRepo
         manifest = Manifest.from_json(text, manifest_path)
         target = join(dest, manifest.dataset, manifest.split)
         shards = [info for fmt in manifest.formats for info in manifest.shards[fmt]]
-        plans.append((split_dir, target, manifest_bytes, shards))
+        index_path = os.path.join(split_dir, INDEX_NAME)
+        index = None
+        if os.path.isfile(index_path):
+            with open(index_path, "rb") as f:
+                index = f.read()
+            meta, _ = parse_index(index, index_path)
+            if meta.get("manifest_sha256") != manifest_digest(manifest_bytes):
+                raise ManifestError(f"{index_path} was not written for {manifest_path}; re-run "
+                                    f"the conversion (or delete {index_path}) before uploading")
+        plans.append((split_dir, target, manifest_bytes, shards, index))
 
-    total = sum(info.bytes for _, _, _, shards in plans for info in shards)
+    total = sum(info.bytes for _, _, _, shards, _ in plans for info in shards)
     with tqdm(total=total, unit="B", unit_scale=True, disable=not progress,
               desc="upload") as bar, ThreadPoolExecutor(jobs) as pool:
-        for split_dir, target, manifest_bytes, shards in plans:
+        for split_dir, target, manifest_bytes, shards, index in plans:
             manifest_loc = join(target, MANIFEST_NAME)
             if exists(manifest_loc, storage_options):
                 if read_bytes(manifest_loc, storage_options) != manifest_bytes:
@@ -122,6 +134,11 @@ def upload(src, dest, progress=True, jobs=4, storage_options=None) -> UploadRepo
                 for future in futures:          # stop at the first failure
                     future.cancel()
                 raise
+            index_loc = join(target, INDEX_NAME)
+            if index is not None:
+                write_bytes(index_loc, index, storage_options)
+            elif exists(index_loc, storage_options):  # another conversion's index
+                remove(index_loc, storage_options)
             write_bytes(manifest_loc, manifest_bytes, storage_options)
             report.splits.append(target)
     return report

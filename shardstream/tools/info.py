@@ -33,7 +33,7 @@ def verify_command(location: str, quiet: bool = False, token: str | None = None,
     bad = 0
     for split in splits:
         try:
-            manifests[split] = load_manifest(split, opts)
+            manifests[split] = load_manifest(split, opts, use_index=False)
         except ManifestError as exc:
             print(f"{split}: FAILED: {exc}")
             bad += 1
