@@ -1,14 +1,24 @@
 """The PyTorch adapter: :func:`torch_loader` -> :class:`ShardLoader`.
 
-The loader executes the plan (:mod:`.plan`, :mod:`.execute`) inside an ``IterableDataset``
-whose DataLoader worker ``w`` of ``W`` runs the plan's batches in runs of
-:data:`WORKER_GROUP`: runs ``w, w + W, w + 2W, ...``, each sent to the main process as one item;
-the DataLoader collects from its workers round-robin, which puts the runs back in plan order,
-and the main process splits them into batches.
-So the batches are the same for every ``num_workers`` (and the same as ``tf_dataset``'s).
+The loader executes the plan (:mod:`.plan`, :mod:`.execute`) with ``num_workers`` workers; worker
+``w`` of ``W`` runs the plan's batches in runs of :data:`WORKER_GROUP`: runs ``w, w + W,
+w + 2W, ...``, and the runs are collected round-robin, which is the plan order again.  So the
+batches are the same for every ``num_workers`` and ``worker_mode`` (and the same as
+``tf_dataset``'s).
+
+``worker_mode="thread"`` (the default): the workers are threads of this process
+(:func:`_thread_batches`).  The per-batch work -- the shard reads, the gather and the compiled
+resize kernel -- releases the GIL, so threads run it in parallel with no pickling, no
+inter-process copies and no process start-up (the way SPDL and Grain run pipelines).
+``worker_mode="process"``: DataLoader worker processes run an ``IterableDataset``
+(:class:`ShardDataset`), each run sent to the main process as one item and split there -- for
+code of your own that holds the GIL (e.g. a Python transform around ``loader.dataset``).
 """
 
 from __future__ import annotations
+
+import queue
+import threading
 
 import numpy as np
 import torch
@@ -19,10 +29,12 @@ from .execute import iter_batches
 from .options import LoaderOptions, check_int, loader_options
 from .resize import to_float
 
-#: with DataLoader workers, each worker sends runs of this many consecutive batches as one item
-#: (worker w executes runs w, w + W, ...): one inter-process transfer per run instead of per
-#: batch, which costs ~1 ms each on a small machine
+#: with workers, each worker executes runs of this many consecutive batches (worker w executes
+#: runs w, w + W, ...); a process worker sends a run as one item: one inter-process transfer
+#: per run instead of per batch, which costs ~1 ms each on a small machine
 WORKER_GROUP = 8
+#: the values of ``worker_mode``
+WORKER_MODES = ("thread", "process")
 
 
 def _default_rank_world(rank, world_size):
@@ -40,8 +52,7 @@ def _default_rank_world(rank, world_size):
 def to_torch(images: np.ndarray, labels: np.ndarray, resize):
     """uint8 images (b, H, W, C), labels (b,) -> X float32 tensor (b, C, h, w) in [0, 1]
     (contiguous), y int64 tensor (b,).  Pixels come from :func:`resize.to_float`."""
-    x = to_float(images, resize)                       # (b, h, w, C) float32
-    X = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
+    X = torch.from_numpy(to_float(images, resize, channels_first=True))
     y = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
     return X, y
 
@@ -147,6 +158,62 @@ def _split(item):
     return zip(torch.split(X, sizes), torch.split(y, sizes))
 
 
+def _thread_batches(opts: LoaderOptions, manifest, num_workers: int, prefetch: int):
+    """The batches ``(X, y)`` of the plan of ``opts`` in plan order, executed by
+    ``num_workers`` threads: thread ``w`` executes runs ``w, w + W, ...`` of
+    :data:`WORKER_GROUP` batches (each with its own shard source, as a process worker has) and
+    queues up to ``prefetch`` runs ahead; runs are taken from the threads in turn.  Stopping
+    early (``close``, garbage collection) stops the threads; a worker's error is raised here."""
+    plan = opts.plan(manifest)
+    stop = threading.Event()
+    queues = [queue.Queue(maxsize=prefetch) for _ in range(num_workers)]
+
+    def put(q, item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def work(w):
+        q, run = queues[w], []
+        try:
+            batches = iter_batches(opts.open(manifest), plan, w, num_workers, group=WORKER_GROUP)
+            try:
+                for k, images, labels in batches:
+                    run.append(to_torch(images, labels, opts.resize))
+                    if len(run) == WORKER_GROUP or k == plan.num_batches - 1:
+                        if not put(q, ("run", run)):
+                            return
+                        run = []
+            finally:
+                batches.close()
+            if run and not put(q, ("run", run)):
+                return
+            put(q, ("end", None))
+        except BaseException as exc:  # re-raised in the consumer
+            put(q, ("error", exc))
+
+    threads = [threading.Thread(target=work, args=(w,), name=f"shardstream-worker-{w}",
+                                daemon=True) for w in range(num_workers)]
+    for t in threads:
+        t.start()
+    try:
+        for r in range(-(-plan.num_batches // WORKER_GROUP)):
+            kind, item = queues[r % num_workers].get()
+            if kind == "error":
+                raise item
+            if kind == "end":  # cannot happen before the last run: the plan says how many
+                raise RuntimeError(f"shardstream worker {r % num_workers} ended early")
+            yield from item
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+
+
 class ShardLoader:
     """Iterable of ``(X, y)`` batches: X float32 (b, C, h, w) in [0, 1], y int64 (b,).
 
@@ -162,10 +229,11 @@ class ShardLoader:
     start, as a DataLoader with a ``DistributedSampler`` does."""
 
     def __init__(self, opts: LoaderOptions, manifest, *, num_workers=0, pin_memory=False,
-                 prefetch_factor=None):
+                 prefetch_factor=None, worker_mode="thread"):
         self._opts = opts
         self.manifest = manifest
         self.num_workers = num_workers
+        self.worker_mode = worker_mode
         self.pin_memory = pin_memory
         self.prefetch_factor = prefetch_factor
         self._total = opts.plan(manifest, start_batch=0).num_batches
@@ -228,6 +296,18 @@ class ShardLoader:
     def __iter__(self):
         if self._batch >= self._total:
             self._batch = 0
+        if self.num_workers > 0 and self.worker_mode == "thread":
+            batches = _thread_batches(self._opts.with_(start_batch=self._batch), self.manifest,
+                                      self.num_workers, self.prefetch_factor or 2)
+            try:
+                for X, y in batches:
+                    if self.pin_memory:
+                        X, y = X.pin_memory(), y.pin_memory()
+                    self._batch += 1
+                    yield X, y
+            finally:
+                batches.close()
+            return
         extra = {}
         if self.num_workers > 0 and self.prefetch_factor is not None:
             extra["prefetch_factor"] = self.prefetch_factor
@@ -247,7 +327,7 @@ def torch_loader(location, *, batch_size, resize=None, shuffle=True, shuffle_buf
                  shard_shuffle=True, seed=0, epoch=0, drop_last=False, rank=None,
                  world_size=None, start_batch=0, format="auto", num_workers=0,
                  storage_options=None, cache_dir=None, cache_limit=None, token=None,
-                 pin_memory=False, prefetch_factor=None) -> ShardLoader:
+                 pin_memory=False, prefetch_factor=None, worker_mode="thread") -> ShardLoader:
     """A PyTorch loader over the converted split at ``location`` (path or URL).
 
     Yields ``(X, y)``: X float32 (b, C, h, w) in [0, 1] (``resize=(h, w)`` or the stored size),
@@ -257,8 +337,12 @@ def torch_loader(location, *, batch_size, resize=None, shuffle=True, shuffle_buf
     initialised, else 0 / 1; every rank gets the same number of batches.  ``start_batch``
     skips the first batches of this rank's epoch (resume).  Every argument is checked here:
     a bad one raises :class:`~shardstream.errors.InputError` (or ``ManifestError`` for a
-    missing manifest or shard) before any data is read."""
+    missing manifest or shard) before any data is read.  ``worker_mode``: ``"thread"``
+    (default: workers are threads of this process; the per-batch work releases the GIL) or
+    ``"process"`` (DataLoader worker processes); the batches are the same either way."""
     num_workers = check_int("num_workers", num_workers, 0)
+    if worker_mode not in WORKER_MODES:
+        raise InputError(f"worker_mode={worker_mode!r}: must be one of {WORKER_MODES}")
     if prefetch_factor is not None:
         prefetch_factor = check_int("prefetch_factor", prefetch_factor, 1)
         if num_workers == 0:
@@ -272,4 +356,4 @@ def torch_loader(location, *, batch_size, resize=None, shuffle=True, shuffle_buf
         format=format, storage_options=storage_options, cache_dir=cache_dir,
         cache_limit=cache_limit, token=token)
     return ShardLoader(opts, manifest, num_workers=num_workers, pin_memory=bool(pin_memory),
-                       prefetch_factor=prefetch_factor)
+                       prefetch_factor=prefetch_factor, worker_mode=worker_mode)
