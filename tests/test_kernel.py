@@ -76,6 +76,9 @@ def test_kernel_out_slot_and_extremes(path):
         assert np.shares_memory(got, chunk[1]) and np.isnan(chunk[0]).all()
         assert np.array_equal(chunk[1], to_float_reference(x, size))
         assert chunk[1].min() >= 0 and chunk[1].max() <= 1
+        strided = np.full((4, 2, *size, 1), np.nan, np.float32)[:, 1]  # not contiguous
+        assert to_float(x, size, out=strided) is strided
+        assert np.array_equal(strided, chunk[1])
     with pytest.raises(ss.errors.InputError, match=r"out must be float32 of shape \(4, 1, 32, 32\)"):
         to_float(x, (32, 32), channels_first=True, out=np.empty((4, 32, 32, 1), np.float32))
 
@@ -121,7 +124,7 @@ def test_a_kernel_that_disagrees_is_not_used(monkeypatch):
         @staticmethod
         def resize_into(images, out, *args):
             _kernels.resize_into(images, out, *args)
-            out[0, 0, 0, 0] = np.nextafter(out[0, 0, 0, 0], np.float32(2))
+            out[0, 0, 0] = np.nextafter(out[0, 0, 0], np.float32(2))
 
         divide_into = staticmethod(_kernels.divide_into)
 
@@ -190,8 +193,8 @@ def test_thread_workers_resume_ranks_and_stop(loader_splits):
     state = loader.state_dict()
     it.close()
     assert state["batch"] == 11
-    assert not [t for t in threading.enumerate()
-                if t not in before and t.name.startswith("shardstream-worker")]
+    assert not [t for t in threading.enumerate() if t not in before and t.name.startswith(
+        ("shardstream-worker", "shardstream-plan"))]
     other = ss.torch_loader(location, num_workers=4, **common)
     other.load_state_dict(state)
     assert_same([(X.numpy().transpose(0, 2, 3, 1), y.numpy()) for X, y in other], ref[11:])

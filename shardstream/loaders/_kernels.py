@@ -30,70 +30,82 @@ __all__ = ["resize_into", "divide_into"]
 
 
 @njit(nogil=True, cache=True)
-def resize_into(images, out, hidx, hcoef, widx, wcoef, x, t, u):
-    """Resize ``images`` uint8 (N, H, W, C), C-contiguous, into ``out`` float32 (N, C, h, w)
-    (any strides).
+def resize_into(images, out, hidx, hcoef, widx, wcoef, x, trow, urow):
+    """Resize ``images`` uint8 (N, H, W, C), C-contiguous, into ``out`` float32 (N, C, h*w)
+    (any strides: ``out[b, ch, i * w + o]`` is pixel (i, o) of channel ch of image b).
 
     ``hidx`` intp (K, h) / ``hcoef`` float32 (K, h): the height taps (``resize._taps``; K = 0
     when h == H: no height pass); ``widx`` / ``wcoef`` (L, w): the width taps (L = 0 when
-    w == W: no width pass).  Scratch: ``x`` uint8 (H, W, N*C), ``t`` float32 (h, W, N*C) (the
-    height pass), ``u`` float32 (h, w, N*C) (the width pass).  Returns nothing."""
+    w == W: no width pass).  Scratch: ``x`` uint8 (H, W*N*C) the batch transposed, ``trow``
+    float32 (W*N*C,) one row of the height pass, ``urow`` float32 (w*N*C,) one row of the
+    width pass.  Returns nothing."""
     n, hin, win, c = images.shape
-    h = out.shape[2]
-    w = out.shape[3]
+    h = hidx.shape[1]
+    w = widx.shape[1]
     k = hidx.shape[0]
     taps = widx.shape[0]
     nc = n * c
-    src = images.reshape(n, hin * win, c)
-    xf = x.reshape(hin * win, n, c)
-    for q in range(hin * win):  # into (H*W, N*C): contiguous writes
-        for b in range(n):
-            for ch in range(c):
-                xf[q, b, ch] = src[b, q, ch]
-    # height pass: t[i] = sum_j x[hidx[j, i]] * hcoef[j, i], in tap order
-    if k == 0:
-        for i in range(h):
-            for col in range(win):
-                for m in range(nc):
-                    t[i, col, m] = np.float32(x[i, col, m])
+    p = hin * win
+    # the batch into (H*W, N*C): every pixel position holds the whole batch, contiguous
+    xf = x.reshape(p, nc)
+    if c == 1:
+        src = images.reshape(n, p)
+        for q in range(p):
+            for b in range(n):
+                xf[q, b] = src[b, q]
     else:
-        for i in range(h):
+        src3 = images.reshape(n, p, c)
+        for q in range(p):
+            for b in range(n):
+                for ch in range(c):
+                    xf[q, b * c + ch] = src3[b, q, ch]
+    row = win * nc
+    # 2-D views: a computed index (o * nc + m) would make numba wrap negative indices element
+    # by element, which stops LLVM from vectorising the loop; m from range() does not
+    t2 = trow.reshape(win, nc)
+    u2 = urow.reshape(w, nc)
+    zero = np.float32(0.0)
+    one = np.float32(1.0)
+    for i in range(h):  # one output row at a time: its work stays in the L1 cache
+        # height pass: trow = sum_j x[hidx[j, i]] * hcoef[j, i], in tap order
+        if k == 0:
+            for m in range(row):
+                trow[m] = np.float32(x[i, m])
+        else:
             r = hidx[0, i]
             cf = hcoef[0, i]
-            for col in range(win):
-                for m in range(nc):
-                    t[i, col, m] = np.float32(x[r, col, m]) * cf
+            for m in range(row):
+                trow[m] = np.float32(x[r, m]) * cf
             for j in range(1, k):
                 r = hidx[j, i]
                 cf = hcoef[j, i]
-                for col in range(win):
-                    for m in range(nc):
-                        t[i, col, m] = t[i, col, m] + np.float32(x[r, col, m]) * cf
-    # width pass: u[:, o] = sum_j t[:, widx[j, o]] * wcoef[j, o], in tap order
-    if taps == 0:
-        res = t
-    else:
-        for i in range(h):
+                for m in range(row):
+                    trow[m] = trow[m] + np.float32(x[r, m]) * cf
+        # width pass: urow[o] = sum_j trow[widx[j, o]] * wcoef[j, o], in tap order
+        if taps == 0:
+            res = t2
+        else:
             for o in range(w):
                 q = widx[0, o]
                 cf = wcoef[0, o]
                 for m in range(nc):
-                    u[i, o, m] = t[i, q, m] * cf
+                    u2[o, m] = t2[q, m] * cf
                 for j in range(1, taps):
                     q = widx[j, o]
                     cf = wcoef[j, o]
                     for m in range(nc):
-                        u[i, o, m] = u[i, o, m] + t[i, q, m] * cf
-        res = u
-    # clamp to [0, 1], into out (N, C, h, w)
-    zero = np.float32(0.0)
-    one = np.float32(1.0)
-    for b in range(n):
-        for ch in range(c):
-            m = b * c + ch
-            for i in range(h):
+                        u2[o, m] = u2[o, m] + t2[q, m] * cf
+            res = u2
+        # clamp to [0, 1] (vectorised), then the row of every image into out
+        for o in range(w):
+            for m in range(nc):
+                res[o, m] = min(max(res[o, m], zero), one)
+        base = i * w
+        for b in range(n):
+            for ch in range(c):
+                m = b * c + ch
                 for o in range(w):
-                    out[b, ch, i, o] = min(max(res[i, o, m], zero), one)
+                    out[b, ch, base + o] = res[o, m]
 
 
 @njit(nogil=True, cache=True)

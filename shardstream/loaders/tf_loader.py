@@ -113,6 +113,7 @@ class _Passes:
         self.opts, self.manifest, self.num_streams, self.chunks = opts, manifest, num_streams, chunks
         self.reshuffle = reshuffle
         self.open: OrderedDict = OrderedDict()  # pass id -> {stream: iterator}
+        self.finished: dict = {}  # pass id -> streams of it that have handed out their last chunk
         self.closed: set = set()
         self.started = 0  # passes started so far; the next pass id
         self.lock = threading.Lock()
@@ -123,9 +124,14 @@ class _Passes:
         with self.lock:
             pid = self.started
             self.started += 1
+            idle = sum(1 for ch in self.chunks if not ch)  # streams with no chunks
+            if idle == self.num_streams:  # an empty pass: nothing to keep
+                return np.int64(pid)
             self.open[pid] = {}
+            self.finished[pid] = idle
             while len(self.open) > MAX_OPEN_PASSES:
                 old, iterators = self.open.popitem(last=False)
+                self.finished.pop(old, None)
                 self.closed.add(old)
                 for it in iterators.values():
                     _close(it)
@@ -148,11 +154,13 @@ class _Passes:
                                                  self.chunks[stream])
         item = next(it)
         if index == len(self.chunks[stream]) - 1:  # the stream's last chunk: drop its state
-            with self.lock:
-                iterators = self.open.get(pid, {})
+            with self.lock:  # the pass ends when all its streams have (not when none is open:
+                iterators = self.open.get(pid, {})  # a stream may not have started yet)
                 iterators.pop(stream, None)
-                if not iterators:
+                self.finished[pid] = self.finished.get(pid, 0) + 1
+                if self.finished[pid] >= self.num_streams:
                     self.open.pop(pid, None)
+                    self.finished.pop(pid, None)
         return item
 
 

@@ -1,22 +1,22 @@
 """The PyTorch adapter: :func:`torch_loader` -> :class:`ShardLoader`.
 
-The loader executes the plan (:mod:`.plan`, :mod:`.execute`) with ``num_workers`` workers; worker
-``w`` of ``W`` runs the plan's batches in runs of :data:`WORKER_GROUP`: runs ``w, w + W,
-w + 2W, ...``, and the runs are collected round-robin, which is the plan order again.  So the
-batches are the same for every ``num_workers`` and ``worker_mode`` (and the same as
-``tf_dataset``'s).
+The loader executes the plan (:mod:`.plan`, :mod:`.execute`) and hands out its batches in plan
+order whatever the workers, so the batches are the same for every ``num_workers`` and
+``worker_mode`` (and the same as ``tf_dataset``'s).
 
 ``worker_mode="thread"`` (the default): the workers are threads of this process
-(:func:`_thread_batches`).  The per-batch work -- the shard reads, the gather and the compiled
-resize kernel -- releases the GIL, so threads run it in parallel with no pickling, no
-inter-process copies and no process start-up (the way SPDL and Grain run pipelines).
-``worker_mode="process"``: DataLoader worker processes run an ``IterableDataset``
-(:class:`ShardDataset`), each run sent to the main process as one item and split there -- for
-code of your own that holds the GIL (e.g. a Python transform around ``loader.dataset``).
+(:func:`_thread_batches`): one thread executes the plan (reading each shard once) and
+``num_workers`` threads convert its batches (the compiled resize, which releases the GIL), in
+parallel with each other and with your loop, with no pickling, no inter-process copies and no
+process start-up (the way SPDL and Grain run pipelines).  ``worker_mode="process"``:
+DataLoader worker processes run an ``IterableDataset`` (:class:`ShardDataset`), each
+executing runs of the plan and sending each run to the main process as one item -- for code of
+your own that holds the GIL (e.g. a Python transform around ``loader.dataset``).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import queue
 import threading
 
@@ -27,11 +27,12 @@ import torch.utils.data
 from ..errors import InputError
 from .execute import iter_batches
 from .options import LoaderOptions, check_int, loader_options
-from .resize import to_float
+from .resize import compiled_kernel, to_float
 
-#: with workers, each worker executes runs of this many consecutive batches (worker w executes
-#: runs w, w + W, ...); a process worker sends a run as one item: one inter-process transfer
-#: per run instead of per batch, which costs ~1 ms each on a small machine
+#: with process workers, each worker executes runs of this many consecutive batches (worker w
+#: executes runs w, w + W, ...), and collected round-robin they are the plan order again; a run
+#: is sent as one item: one inter-process transfer per run instead of per batch, which costs
+#: ~1 ms each on a small machine
 WORKER_GROUP = 8
 #: the values of ``worker_mode``
 WORKER_MODES = ("thread", "process")
@@ -158,60 +159,67 @@ def _split(item):
     return zip(torch.split(X, sizes), torch.split(y, sizes))
 
 
-def _thread_batches(opts: LoaderOptions, manifest, num_workers: int, prefetch: int):
-    """The batches ``(X, y)`` of the plan of ``opts`` in plan order, executed by
-    ``num_workers`` threads: thread ``w`` executes runs ``w, w + W, ...`` of
-    :data:`WORKER_GROUP` batches (each with its own shard source, as a process worker has) and
-    queues up to ``prefetch`` runs ahead; runs are taken from the threads in turn.  Stopping
-    early (``close``, garbage collection) stops the threads; a worker's error is raised here."""
-    plan = opts.plan(manifest)
-    stop = threading.Event()
-    queues = [queue.Queue(maxsize=prefetch) for _ in range(num_workers)]
+def _convert_run(run, resize):
+    """[(images, labels)] -> [(X, y)] (:func:`to_torch` of each)."""
+    return [to_torch(images, labels, resize) for images, labels in run]
 
-    def put(q, item) -> bool:
+
+def _thread_batches(opts: LoaderOptions, manifest, source, num_workers: int, prefetch: int):
+    """The batches ``(X, y)`` of the plan of ``opts`` in plan order, made by threads: one
+    thread executes the plan (:func:`execute.iter_batches`: each shard read once, by its
+    read-ahead thread) and hands runs of :data:`WORKER_GROUP` batches (uint8 pixels) to a pool
+    of ``num_workers`` threads that convert them (:func:`to_torch`: the compiled resize, GIL
+    released); the consumer takes the runs in order, at most ``num_workers * prefetch`` runs
+    ahead.  A run, not a batch, per hand-over: each costs a thread wake-up, which on a busy
+    machine can take longer than converting a batch.  Stopping early (``close``) stops the
+    threads; an error in any of them is raised here."""
+    stop = threading.Event()
+    ahead = queue.Queue(maxsize=max(1, num_workers * prefetch))
+    pool = concurrent.futures.ThreadPoolExecutor(num_workers,
+                                                 thread_name_prefix="shardstream-worker")
+
+    def put(item) -> bool:
         while not stop.is_set():
             try:
-                q.put(item, timeout=0.1)
+                ahead.put(item, timeout=0.1)
                 return True
             except queue.Full:
                 pass
         return False
 
-    def work(w):
-        q, run = queues[w], []
+    def produce():
         try:
-            batches = iter_batches(opts.open(manifest), plan, w, num_workers, group=WORKER_GROUP)
+            batches = iter_batches(source, opts.plan(manifest))
+            run = []
             try:
-                for k, images, labels in batches:
-                    run.append(to_torch(images, labels, opts.resize))
-                    if len(run) == WORKER_GROUP or k == plan.num_batches - 1:
-                        if not put(q, ("run", run)):
+                for _, images, labels in batches:
+                    run.append((images, labels))
+                    if len(run) == WORKER_GROUP:
+                        if not put(pool.submit(_convert_run, run, opts.resize)):
                             return
                         run = []
             finally:
                 batches.close()
-            if run and not put(q, ("run", run)):
+            if run and not put(pool.submit(_convert_run, run, opts.resize)):
                 return
-            put(q, ("end", None))
+            put(None)
         except BaseException as exc:  # re-raised in the consumer
-            put(q, ("error", exc))
+            put(exc)
 
-    threads = [threading.Thread(target=work, args=(w,), name=f"shardstream-worker-{w}",
-                                daemon=True) for w in range(num_workers)]
-    for t in threads:
-        t.start()
+    producer = threading.Thread(target=produce, name="shardstream-plan", daemon=True)
+    producer.start()
     try:
-        for r in range(-(-plan.num_batches // WORKER_GROUP)):
-            kind, item = queues[r % num_workers].get()
-            if kind == "error":
+        while True:
+            item = ahead.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
                 raise item
-            if kind == "end":  # cannot happen before the last run: the plan says how many
-                raise RuntimeError(f"shardstream worker {r % num_workers} ended early")
-            yield from item
+            yield from item.result()
     finally:
         stop.set()
-        for t in threads:
-            t.join()
+        producer.join()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class ShardLoader:
@@ -296,31 +304,29 @@ class ShardLoader:
     def __iter__(self):
         if self._batch >= self._total:
             self._batch = 0
-        if self.num_workers > 0 and self.worker_mode == "thread":
+        pin = self.pin_memory
+        if self.num_workers == 0:  # no DataLoader: it would only add ~40 us per batch
+            batches = iter(self.dataset)
+        elif self.worker_mode == "thread":
             batches = _thread_batches(self._opts.with_(start_batch=self._batch), self.manifest,
-                                      self.num_workers, self.prefetch_factor or 2)
-            try:
-                for X, y in batches:
-                    if self.pin_memory:
-                        X, y = X.pin_memory(), y.pin_memory()
-                    self._batch += 1
-                    yield X, y
-            finally:
-                batches.close()
-            return
-        extra = {}
-        if self.num_workers > 0 and self.prefetch_factor is not None:
-            extra["prefetch_factor"] = self.prefetch_factor
-        loader = torch.utils.data.DataLoader(
-            self.dataset, batch_size=None, num_workers=self.num_workers,
-            persistent_workers=False, pin_memory=self.pin_memory, **extra)
-        if self.num_workers == 0:
-            batches = loader
+                                      self._source, self.num_workers, self.prefetch_factor or 2)
         else:
+            extra = {}
+            if self.prefetch_factor is not None:
+                extra["prefetch_factor"] = self.prefetch_factor
+            loader = torch.utils.data.DataLoader(
+                self.dataset, batch_size=None, num_workers=self.num_workers,
+                persistent_workers=False, pin_memory=pin, **extra)
             batches = (batch for item in loader for batch in _split(item))
-        for X, y in batches:
-            self._batch += 1
-            yield X, y
+            pin = False  # the DataLoader pins
+        try:
+            for X, y in batches:
+                if pin:
+                    X, y = X.pin_memory(), y.pin_memory()
+                self._batch += 1
+                yield X, y
+        finally:
+            batches.close()
 
 
 def torch_loader(location, *, batch_size, resize=None, shuffle=True, shuffle_buffer=10_000,
@@ -355,5 +361,6 @@ def torch_loader(location, *, batch_size, resize=None, shuffle=True, shuffle_buf
         drop_last=drop_last, rank=rank, world_size=world_size, start_batch=start_batch,
         format=format, storage_options=storage_options, cache_dir=cache_dir,
         cache_limit=cache_limit, token=token)
+    compiled_kernel()  # load (or rule out, warning once) the resize kernel before workers start
     return ShardLoader(opts, manifest, num_workers=num_workers, pin_memory=bool(pin_memory),
                        prefetch_factor=prefetch_factor, worker_mode=worker_mode)
