@@ -270,3 +270,23 @@ def test_first_batches_have_pinned_sha256(path, key, pinned_splits):
     assert digest(raw) == PINNED_PIXELS[split], "the stored pixels differ: see the generator"
     assert digest(torch_batches) == PINNED[key]
     assert digest(tf_batches) == PINNED[key]
+
+
+def test_kernel_machine_code_has_no_fused_multiply_add():
+    """No FMA contraction (a * b + c rounded once would change bits): compile the kernel afresh
+    for this CPU (not from numba's cache, whose code cannot be inspected) and look."""
+    import re
+
+    from numba import njit
+
+    from shardstream.loaders import _kernels
+
+    fresh = njit(nogil=True)(_kernels.resize_into.py_func)
+    x = random_images(4, 28, 28, 1, seed=2)
+    out = np.empty((4, 1, 32 * 32), np.float32)
+    fresh(x, out, *resize._kernel_args(4, 28, 28, 1, 32, 32))
+    assert np.array_equal(out.reshape(4, 1, 32, 32),
+                          to_float_reference(x, (32, 32)).transpose(0, 3, 1, 2))
+    asm = "\n".join(fresh.inspect_asm().values())
+    assert re.search(r"\bv?mulps\b|\bv?mulss\b", asm)  # we are looking at the right code
+    assert not re.search(r"\bvfn?m(add|sub)\w*\b", asm)
