@@ -205,6 +205,26 @@ def test_thread_workers_resume_ranks_and_stop(loader_splits):
         ss.torch_loader(location, batch_size=8, worker_mode="fork")
 
 
+@pytest.mark.parametrize("workers,mode", [(0, "thread"), (2, "thread"), (2, "process")])
+def test_pin_memory_without_an_accelerator(loader_splits, workers, mode):
+    """pin_memory=True pins where an accelerator exists; without one it warns and still gives
+    the same batches (as torch's DataLoader does)."""
+    import torch
+
+    location, images, labels = loader_splits["rgb"]
+    common = dict(batch_size=50, resize=(8, 8), seed=1, num_workers=workers, worker_mode=mode)
+    want = torch_epoch(location, **common)
+    loader = ss.torch_loader(location, pin_memory=True, **common)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = [(X, y) for X, y in loader]
+    assert_same([(X.numpy().transpose(0, 2, 3, 1), y.numpy()) for X, y in got], want)
+    if torch.cuda.is_available():
+        assert all(X.is_pinned() for X, _ in got)
+    else:
+        assert any("pin" in str(w.message) for w in caught)
+
+
 def test_thread_worker_error_reaches_the_loop(make_split):
     location, manifest, _, _ = make_split(n=60, shard_size=16, shape=(6, 5, 1))
     bad = pathlib.Path(location) / manifest.shards["parquet"][2].name

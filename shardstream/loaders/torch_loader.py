@@ -19,6 +19,7 @@ from __future__ import annotations
 import concurrent.futures
 import queue
 import threading
+import warnings
 
 import numpy as np
 import torch
@@ -157,6 +158,12 @@ def _split(item):
     """The batches of one worker item (:func:`_join`), as contiguous views."""
     X, y, sizes = item
     return zip(torch.split(X, sizes), torch.split(y, sizes))
+
+
+def _can_pin() -> bool:
+    """Whether pinned memory can be used here (an accelerator is available)."""
+    accelerator = getattr(torch, "accelerator", None)
+    return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
 
 
 def _convert_run(run, resize):
@@ -304,7 +311,10 @@ class ShardLoader:
     def __iter__(self):
         if self._batch >= self._total:
             self._batch = 0
-        pin = self.pin_memory
+        pin = self.pin_memory and _can_pin()
+        if self.pin_memory and not pin:  # as the DataLoader does
+            warnings.warn("pin_memory=True but no accelerator is available: the batches are "
+                          "not pinned", UserWarning, stacklevel=2)
         if self.num_workers == 0:  # no DataLoader: it would only add ~40 us per batch
             batches = iter(self.dataset)
         elif self.worker_mode == "thread":
