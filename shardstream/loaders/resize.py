@@ -284,10 +284,12 @@ def _kernel_args(n, hin, win, c, h, w) -> tuple:
             cache.clear()
         hidx, hcoef = _taps(hin, h, True) if h != hin else _no_taps(h)
         widx, wcoef = _taps(win, w, h == hin) if w != win else _no_taps(w)
-        args = cache[key] = (hidx, hcoef, widx, wcoef,
-                             np.empty((hin, win * n * c), np.uint8),   # the batch, transposed
-                             np.empty(win * n * c, np.float32),        # a row of the height pass
-                             np.empty(w * n * c, np.float32))          # a row of the width pass
+        args = (hidx, hcoef, widx, wcoef,
+                np.empty((hin, win * n * c), np.uint8),   # the batch, transposed
+                np.empty(win * n * c, np.float32),        # a row of the height pass
+                np.empty(w * n * c, np.float32))          # a row of the width pass
+        if hin * win * n * c <= _SCRATCH_LIMIT:  # big batches: not kept between calls
+            cache[key] = args
     return args
 
 
