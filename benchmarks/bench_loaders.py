@@ -1,9 +1,14 @@
-"""Issue 3 item 10: one pass over a 60,000-image training set, batch 64, resize 32x32.
+"""Issues 3 and 12: one pass over a 60,000-image training set, batch 64, resize 32x32.
 
 Compares, in one run and on one machine:
 
-- ``floor``: the uint8 array in RAM, gather of the plan's ids + :func:`to_float` (numpy only);
-- ``ours torch w0/w2``: :func:`shardstream.torch_loader` (num_workers 0 and 2);
+- ``F`` (the floor, issue 12; independent of our code): the uint8 array in RAM, gather of 64
+  random rows, two ``np.matmul`` with the PIL weight matrices (:func:`resize_weights`), / 255;
+  every row's time is also printed as a multiple of F;
+- ``gather + to_float``: the same gather, then :func:`to_float` (the compiled kernel) or
+  :func:`to_float_reference` (numpy);
+- ``ours torch``: :func:`shardstream.torch_loader` (num_workers 0, 2, 4 thread workers -- the
+  default -- and 2 process workers; batch_size 1);
 - ``ours tf p1/p2``: :func:`shardstream.tf_dataset` (num_parallel 1 and 2), built once with
   ``reshuffle_each_iteration=True`` (each pass the next epoch), and also built anew each epoch;
 - ``book torch``: D2L's PyTorch pipeline — a map-style dataset that turns each image into a PIL
@@ -39,7 +44,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchdoc import machine  # noqa: E402
 
 from shardstream.loaders.plan import plan_epoch  # noqa: E402
-from shardstream.loaders.resize import to_float  # noqa: E402
+from shardstream.loaders.resize import resize_weights, to_float, to_float_reference  # noqa: E402
 from shardstream.shards import shard_name, write_shard  # noqa: E402
 from shardstream.shards.manifest import MANIFEST_NAME, Manifest, ShardInfo  # noqa: E402
 
@@ -47,6 +52,7 @@ CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shi
            "Bag", "Ankle boot")
 BATCH = 64
 RESIZE = (32, 32)
+F_ROW = "F: uint8 in RAM, gather 64 rows, two np.matmul with the PIL weights, / 255"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,22 +121,38 @@ def in_shards(images, labels, shard_size=10_000):
 # the pipelines; each returns a function running one epoch
 
 
-def floor(images, labels):
+def floor_matmul(images, labels):
+    """F: gather 64 random rows of the uint8 array, resize them with two ``np.matmul`` by the
+    PIL BILINEAR weight matrices (height (32, 28) @ image @ width (28, 32)), divide by 255."""
+    flat = images.reshape(images.shape[:3])
+    height = resize_weights(flat.shape[1], RESIZE[0])
+    width_t = np.ascontiguousarray(resize_weights(flat.shape[2], RESIZE[1]).T)
+
+    def run(epoch):
+        order = np.random.default_rng(epoch).permutation(len(labels))
+        for start in range(0, len(order), BATCH):
+            ids = order[start:start + BATCH]
+            np.matmul(np.matmul(height, flat[ids]), width_t) / np.float32(255), labels[ids]
+    return run
+
+
+def floor(images, labels, fn=to_float):
+    """The plan's batches gathered from the uint8 array in RAM and converted by ``fn``."""
     sizes = np.full(len(labels) // 10_000, 10_000)
 
     def run(epoch):
         plan = plan_epoch(sizes, batch_size=BATCH, seed=0, epoch=epoch)
         for k in range(plan.num_batches):
             ids = plan.batch(k)
-            to_float(images[ids], RESIZE), labels[ids]
+            fn(images[ids], RESIZE), labels[ids]
     return run
 
 
-def ours_torch(location, workers, fmt="auto"):
+def ours_torch(location, workers, fmt="auto", mode="thread", batch_size=BATCH):
     import shardstream as ss
 
-    loader = ss.torch_loader(location, batch_size=BATCH, resize=RESIZE, num_workers=workers,
-                             format=fmt)
+    loader = ss.torch_loader(location, batch_size=batch_size, resize=RESIZE,
+                             num_workers=workers, format=fmt, worker_mode=mode)
 
     def run(epoch):
         loader.set_epoch(epoch)
@@ -165,13 +187,13 @@ def ours_tf_rebuilt(location):
     return run
 
 
-def book_torch(images, labels, workers):
+def book_torch(images, labels, workers, batch_size=BATCH):
     """D2L §4.2 (PyTorch): :func:`shardstream.book.torch_baseline.book_torch_pipeline`
     (torchvision's FashionMNIST with Compose([Resize(32), ToTensor()]) rebuilt) through
-    DataLoader(batch_size=64, shuffle=True, num_workers=workers)."""
+    DataLoader(batch_size, shuffle=True, num_workers=workers)."""
     from shardstream.book.torch_baseline import book_torch_pipeline
 
-    loader = book_torch_pipeline(images, labels, BATCH, RESIZE, num_workers=workers)
+    loader = book_torch_pipeline(images, labels, batch_size, RESIZE, num_workers=workers)
 
     def run(epoch):
         for X, y in loader:
@@ -222,25 +244,29 @@ def stock_webdataset(location, workers):
     return run
 
 
-def epoch_seconds(run, epoch) -> float:
-    t = time.perf_counter()
+def epoch_seconds(run, epoch) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process and its threads) of one epoch."""
+    t, c = time.perf_counter(), time.process_time()
     run(epoch)
-    return time.perf_counter() - t
+    return time.perf_counter() - t, time.process_time() - c
 
 
 def timed_rows(rows, repeat):
-    """Seconds per epoch of each row ``(key, make)``: every pipeline is built and warmed up
-    with one epoch, then timed round-robin (epoch r of every row, then epoch r + 1, ...) so
-    that load from other jobs on a shared machine hits them alike; the best of ``repeat`` is
-    kept."""
+    """Seconds per epoch of each row ``(key, make)``, and its CPU seconds (this process; not
+    worker processes): every pipeline is built and warmed up with one epoch, then timed
+    round-robin (epoch r of every row, then epoch r + 1, ...) so that load from other jobs on a
+    shared machine hits them alike; the best of ``repeat`` is kept."""
     runs = [(key, make()) for key, make in rows]
     for _, run in runs:
         run(99)
     best = {key: float("inf") for key, _ in runs}
+    cpu = dict(best)
     for e in range(repeat):
         for key, run in runs:
-            best[key] = min(best[key], epoch_seconds(run, e))
-    return best
+            wall, used = epoch_seconds(run, e)
+            best[key] = min(best[key], wall)
+            cpu[key] = min(cpu[key], used)
+    return best, cpu
 
 
 def main(argv=None):
@@ -258,17 +284,26 @@ def main(argv=None):
     n = len(labels)
 
     rows = [  # (name, workers, make)
-        ("floor (uint8 in RAM, gather + to_float)", 0, lambda: floor(images, labels)),
+        (F_ROW, 0, lambda: floor_matmul(images, labels)),
+        ("uint8 in RAM, gather + to_float (compiled kernel)", 0, lambda: floor(images, labels)),
+        ("uint8 in RAM, gather + to_float_reference (numpy)", 0,
+         lambda: floor(images, labels, to_float_reference)),
         ("ours torch, npy", 0, lambda: ours_torch(npy, 0)),
+        ("ours torch, npy", 1, lambda: ours_torch(npy, 1)),
         ("ours torch, npy", 2, lambda: ours_torch(npy, 2)),
+        ("ours torch, npy", 4, lambda: ours_torch(npy, 4)),
+        ("ours torch, npy, process workers", 2, lambda: ours_torch(npy, 2, mode="process")),
+        ("ours torch, npy, batch_size=1", 0, lambda: ours_torch(npy, 0, batch_size=1)),
         ("ours torch, npy, tar", 0, lambda: ours_torch(npy, 0, "tar")),
         ("ours tf, npy", 1, lambda: ours_tf(npy, 1)),
         ("ours tf, npy", 2, lambda: ours_tf(npy, 2)),
+        ("ours tf, npy", 4, lambda: ours_tf(npy, 4)),
         ("ours tf, npy, a new tf_dataset(epoch=e) each epoch", 1, lambda: ours_tf_rebuilt(npy)),
         ("(a) book torch (PIL resize + ToTensor, DataLoader)", 0,
          lambda: book_torch(images, labels, 0)),
         ("(a) book torch (PIL resize + ToTensor, DataLoader)", 2,
          lambda: book_torch(images, labels, 2)),
+        ("(a) book torch, batch_size=1", 0, lambda: book_torch(images, labels, 0, 1)),
         ("(b) book tf.data (from_tensor_slices, resize_with_pad), built each epoch as the book "
          "times it", 0, lambda: book_tf(images, labels)),
         ("(b) book tf.data, one dataset object iterated again", 0,
@@ -283,14 +318,16 @@ def main(argv=None):
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {machine()}; "
           f"{n} images, batch {BATCH}, resize {RESIZE[0]}x{RESIZE[1]}")
-    print("| pipeline | workers | s / epoch | images / s |")
-    print("|---|---:|---:|---:|")
+    print("| pipeline | workers | s / epoch | images / s | x F | CPU s / epoch |")
+    print("|---|---:|---:|---:|---:|---:|")
     rows = [((name, workers), make) for name, workers, make in rows
-            if not only or any(o in name for o in only)]
-    results = timed_rows(rows, args.repeat)
+            if name == F_ROW or not only or any(o in name for o in only)]
+    results, cpu = timed_rows(rows, args.repeat)
+    f = results[(F_ROW, 0)]
     for (name, workers), _ in rows:
         seconds = results[(name, workers)]
-        print(f"| {name} | {workers} | {seconds:.2f} | {n / seconds:,.0f} |", flush=True)
+        print(f"| {name} | {workers} | {seconds:.3f} | {n / seconds:,.0f} | {seconds / f:.1f} "
+              f"| {cpu[(name, workers)]:.3f} |", flush=True)
     return results
 
 

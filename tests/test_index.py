@@ -17,8 +17,8 @@ from shardstream.shards.manifest import (
     ShardTable,
     load_manifest,
 )
-from shardstream.storage.upload import upload
 from shardstream.shards.verify import verify
+from shardstream.storage.upload import upload
 
 
 def make_split(root, n=50, shard_size=8, seed=0, **kw):

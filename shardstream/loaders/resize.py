@@ -10,6 +10,15 @@ the line, weights ``triangle((x - centre + 0.5) / max(n / m, 1))`` normalised to
 a width pass, each vectorised over the whole batch and all channels.  Both framework adapters
 call :func:`to_float`, which is why their batches are bitwise equal.
 
+Two implementations, one result: :func:`to_float_reference` (numpy, several passes over the
+batch) defines the bits; :func:`to_float` runs the compiled kernel of :mod:`._kernels` (numba: one
+call per batch, output written in the caller's layout -- NHWC or NCHW -- GIL released) when it
+can be used, and the reference otherwise.  The kernel evaluates the same float32 operations in
+the same order, so the two are bitwise equal (tests check it on random images); it is checked
+against the reference once per process before first use (:func:`compiled_kernel`), and if it
+cannot be imported, compiled, or ever disagreed, ``to_float`` uses the reference and warns once
+(a ``RuntimeWarning`` naming the cause).
+
 Values: without resize the result is exactly ``x.astype(float32) / float32(255)`` (a true
 division, bitwise equal to ``np.float32(x) / np.float32(255)``).  With resize, ``1/255`` is
 folded into the first pass's weights, so values agree with PIL's (which rounds to uint8 after
@@ -27,13 +36,14 @@ from __future__ import annotations
 
 import math
 import threading
+import warnings
 from functools import lru_cache
 
 import numpy as np
 
 from shardstream.errors import InputError
 
-__all__ = ["to_float", "resize_weights"]
+__all__ = ["to_float", "to_float_reference", "resize_weights", "compiled_kernel"]
 
 _255 = np.float32(255)
 _SCRATCH_LIMIT = 4 << 20  # bytes per reusable work array, per thread
@@ -150,9 +160,10 @@ def _resample(x: np.ndarray, axis: int, taps: tuple[np.ndarray, np.ndarray], slo
     return acc
 
 
-def to_float(images: np.ndarray, resize: tuple[int, int] | None = None, *,
-             out: np.ndarray | None = None) -> np.ndarray:
-    """float32 (N, h, w, C) in [0, 1] from uint8 ``images`` (N, H, W, C).
+def to_float_reference(images: np.ndarray, resize: tuple[int, int] | None = None, *,
+                       out: np.ndarray | None = None) -> np.ndarray:
+    """The numpy reference of :func:`to_float` (its definition, and its fallback): float32
+    (N, h, w, C) in [0, 1] from uint8 ``images`` (N, H, W, C).
 
     ``resize=None`` keeps (H, W) and returns exactly ``images.astype(float32) / float32(255)``;
     ``resize=(h, w)`` resamples with PIL's BILINEAR weights (see the module docstring).
@@ -186,4 +197,130 @@ def to_float(images: np.ndarray, resize: tuple[int, int] | None = None, *,
     if w != win:
         x = _resample(x, 1, _taps(win, w, h == hin), "w")
     np.clip(x.reshape(h, w, n, c).transpose(2, 0, 1, 3), 0.0, 1.0, out=out)
+    return out
+
+
+_kernel_lock = threading.Lock()
+_kernel_state: list = []  # [] not tried yet; [module] usable; [None] unusable (warned once)
+
+
+def _probe(kernels) -> str | None:
+    """Run ``kernels`` on random images against the reference: None if bitwise equal, else
+    what differed."""
+    rng = np.random.default_rng(12)
+    for n, hin, win, c, size in ((3, 28, 28, 1, (32, 32)), (2, 20, 36, 3, (9, 50)),
+                                 (2, 12, 12, 3, (12, 12))):
+        x = rng.integers(0, 256, (n, hin, win, c), dtype=np.uint8)
+        want = to_float_reference(x, size)
+        for channels_first in (False, True):
+            got = _compiled(kernels, x, size, None, channels_first)
+            if channels_first:
+                got = got.transpose(0, 2, 3, 1)
+            if not np.array_equal(got, want):
+                return (f"its result for {x.shape} -> {size} differs from the numpy reference "
+                        f"(max difference {np.abs(got - want).max()})")
+    return None
+
+
+def compiled_kernel():
+    """The module of compiled kernels (:mod:`._kernels`) if it can be used in this process,
+    else None.  Decided once, on first call: the import (numba), the compilation and a bitwise
+    check against :func:`to_float_reference`; any failure warns once (RuntimeWarning with the
+    cause) and the reference is used from then on."""
+    if _kernel_state:
+        return _kernel_state[0]
+    with _kernel_lock:
+        if not _kernel_state:
+            try:
+                from . import _kernels  # noqa: PLC0415 - numba loads (and compiles) on first use only
+                problem = _probe(_kernels)
+            except Exception as exc:  # ImportError (no numba), a numba compile error, ...
+                problem = f"{type(exc).__name__}: {exc}"
+            if problem is None:
+                _kernel_state.append(_kernels)
+            else:
+                warnings.warn(f"shardstream: the compiled resize kernel cannot be used ({problem}); "
+                              f"using the numpy reference, bitwise the same but slower",
+                              RuntimeWarning, stacklevel=3)
+                _kernel_state.append(None)
+    return _kernel_state[0]
+
+
+def _no_taps(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Zero taps for an axis of ``size`` that is not resampled."""
+    return np.zeros((0, size), np.intp), np.zeros((0, size), np.float32)
+
+
+def _compiled(kernels, images, size, out, channels_first):
+    """to_float through ``kernels`` (checked arguments): ``size`` (h, w); ``out`` None or of the
+    result's shape."""
+    n, hin, win, c = images.shape
+    h, w = size
+    if out is not None and not out.flags.c_contiguous:
+        np.copyto(out, _compiled(kernels, images, size, None, channels_first))
+        return out
+    if out is None:
+        out = np.empty((n, c, h, w) if channels_first else (n, h, w, c), np.float32)
+    # (N, C, h, w) either way: the batch itself, or the channels-last one transposed
+    view = out if channels_first else out.transpose(0, 3, 1, 2)
+    images = np.ascontiguousarray(images)
+    if (h, w) == (hin, win):
+        kernels.divide_into(images, view)
+        return out
+    planes = view.reshape(n, c, h * w) if channels_first or c == 1 else \
+        out.reshape(n, h * w, c).transpose(0, 2, 1)
+    kernels.resize_into(images, planes, *_kernel_args(n, hin, win, c, h, w))
+    return out
+
+
+def _kernel_args(n, hin, win, c, h, w) -> tuple:
+    """The taps and this thread's scratch arrays for :func:`_kernels.resize_into`, cached per
+    thread and shape (one dict lookup per batch)."""
+    cache = _thread.__dict__.setdefault("kernel_args", {})
+    key = (n, hin, win, c, h, w)
+    args = cache.get(key)
+    if args is None:
+        if len(cache) >= 8:  # a few shapes are in use at a time (the last batch is shorter)
+            cache.clear()
+        hidx, hcoef = _taps(hin, h, True) if h != hin else _no_taps(h)
+        widx, wcoef = _taps(win, w, h == hin) if w != win else _no_taps(w)
+        args = (hidx, hcoef, widx, wcoef,
+                np.empty((hin, win * n * c), np.uint8),   # the batch, transposed
+                np.empty(win * n * c, np.float32),        # a row of the height pass
+                np.empty(w * n * c, np.float32))          # a row of the width pass
+        if hin * win * n * c <= _SCRATCH_LIMIT:  # big batches: not kept between calls
+            cache[key] = args
+    return args
+
+
+def to_float(images: np.ndarray, resize: tuple[int, int] | None = None, *,
+             out: np.ndarray | None = None, channels_first: bool = False) -> np.ndarray:
+    """float32 in [0, 1] from uint8 ``images`` (N, H, W, C): (N, h, w, C), or (N, C, h, w) with
+    ``channels_first=True`` (torch's layout, written directly: no transposing copy after).
+
+    ``resize=None`` keeps (H, W) and returns exactly ``images.astype(float32) / float32(255)``;
+    ``resize=(h, w)`` resamples with PIL's BILINEAR weights (see the module docstring).
+    ``out``, if given, is a float32 array of the result's shape that receives it (and is
+    returned): the loaders write a batch straight into its slot of a larger array.
+    Bitwise equal to :func:`to_float_reference` (transposed for ``channels_first``); runs the
+    compiled kernel when :func:`compiled_kernel` is usable (one pass per batch, GIL released).
+    """
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4:
+        raise InputError(
+            f"to_float expects uint8 images of shape (N, H, W, C), got {images.dtype} {images.shape}")
+    n, hin, win, c = images.shape
+    h, w = (hin, win) if resize is None else _check_resize(resize)
+    shape = (n, c, h, w) if channels_first else (n, h, w, c)
+    if out is not None and (out.dtype != np.float32 or out.shape != shape):
+        raise InputError(f"to_float: out must be float32 of shape {shape}, "
+                         f"got {out.dtype} {out.shape}")
+    kernels = compiled_kernel() if n else None
+    if kernels is not None:
+        return _compiled(kernels, images, (h, w), out, channels_first)
+    if not channels_first:
+        return to_float_reference(images, (h, w), out=out)
+    if out is None:
+        out = np.empty(shape, np.float32)
+    np.copyto(out, to_float_reference(images, (h, w)).transpose(0, 3, 1, 2))
     return out

@@ -10,17 +10,19 @@ process, after which every allocation of 128 KiB or more is a fresh ``mmap`` (me
 page faults and 3-4x the CPU time per epoch).
 
 ``num_parallel=P`` runs ``P`` streams: the plan's batches are dealt in runs of ``CHUNK``
-(:func:`execute.worker_batches` with ``group=CHUNK``), stream ``p`` executing runs
+(:func:`execute.worker_batches` with ``group=CHUNK``), stream ``p`` making the chunks of runs
 ``p, p + P, ...``; a deterministic ``interleave(cycle_length=P, block_length=CHUNK)`` takes one
-run from each in turn, which is the plan order again.  Pixels come from the same
+run from each in turn, which is the plan order again.  The plan is executed once per pass
+(:class:`_Pass`: each shard read once, whatever ``P``), and the streams convert their batches in
+parallel (the compiled resize releases the GIL).  Pixels come from the same
 :func:`resize.to_float` as the torch loader's, so the batches are bitwise equal to
 ``torch_loader``'s (after NCHW -> NHWC).
 
 State: every pass over the dataset first draws a fresh *pass id* (a ``numpy_function`` of no
-input, run again each time the dataset is iterated); the Python iterators of that pass live in
-the dataset's :class:`_Passes` under ``(pass id, stream)``, and are dropped after their last
-chunk.  Pass ids count the passes started (0, 1, ...); with ``reshuffle_each_iteration`` pass
-k is epoch ``epoch + k``.  tf.data gives no signal when an iterator is dropped, so a pass
+input, run again each time the dataset is iterated); the state of that pass (:class:`_Pass`)
+lives in the dataset's :class:`_Passes` under its pass id, and is dropped after the last chunk
+of its last stream.  Pass ids count the passes started (0, 1, ...); with
+``reshuffle_each_iteration`` pass k is epoch ``epoch + k``.  tf.data gives no signal when an iterator is dropped, so a pass
 abandoned half way (``break``, ``take``) keeps its memory (its shuffle pool, up to the buffer
 plus one shard) until more than :data:`MAX_OPEN_PASSES` passes of the dataset are open: the
 least recently used is then closed.
@@ -78,26 +80,48 @@ def _aligned_empty(shape, dtype=np.float32, align: int = 64) -> np.ndarray:
     return buf[start:start + nbytes].view(dtype).reshape(shape)
 
 
-def _chunks(opts: LoaderOptions, manifest, stream: int, num_streams: int, chunks: list[int]):
-    """Generator of stream ``stream``'s chunks: X float32 (k, b, h, w, C), y int32 (k, b), one
-    per entry k of ``chunks``, from :func:`lazyexec.iter_batches` (runs of :data:`CHUNK`)."""
-    h, w, c = opts.image_size(manifest)
-    batches = iter_batches(opts.open(manifest), opts.plan(manifest), stream, num_streams,
-                           group=CHUNK)
-    for k in chunks:
-        X = y = None
-        for j in range(k):
-            _, images, labels = next(batches)
-            if X is None:
-                X = _aligned_empty((k, len(labels), h, w, c))
-                y = np.empty((k, len(labels)), np.int32)
-            to_float(images, opts.resize, out=X[j])
-            y[j] = labels
-        yield X, y
+class _Pass:
+    """One pass over the dataset: a single execution of its plan (:func:`execute.iter_batches`,
+    each shard read once whatever ``num_parallel``), shared by the pass's streams: a stream
+    takes the uint8 batches of its chunk (``take``), under the pass's lock, and converts them
+    outside it -- in parallel with the other streams, the resize releasing the GIL.  Batches
+    executed for another stream wait in ``buffer`` until that stream takes them."""
+
+    def __init__(self, opts: LoaderOptions, manifest):
+        self.opts, self.manifest = opts, manifest
+        self.batches = None  # the iter_batches generator, started by the first take
+        self.buffer: dict = {}  # plan batch index -> (images, labels), executed, not yet taken
+        self.closed = False
+        self.lock = threading.Lock()
+
+    def take(self, ks) -> list:
+        """[(images uint8 (b, H, W, C), labels (b,))] of plan batches ``ks`` (increasing)."""
+        with self.lock:
+            if self.closed:
+                raise RuntimeError(
+                    f"this pass over the dataset was closed because more than {MAX_OPEN_PASSES} "
+                    f"passes over it were open at once; finish or drop old iterators")
+            if self.batches is None:
+                self.batches = iter_batches(self.opts.open(self.manifest),
+                                            self.opts.plan(self.manifest))
+            out = []
+            for k in ks:
+                while k not in self.buffer:
+                    kk, images, labels = next(self.batches)
+                    self.buffer[kk] = (images, labels)
+                out.append(self.buffer.pop(k))
+            return out
+
+    def close(self) -> None:
+        """Stop the pass: its plan execution is closed (its read-ahead shard released)."""
+        self.closed = True
+        if self.batches is not None:
+            _close(self.batches)
+        self.buffer = {}
 
 
 def _close(it) -> None:
-    """Close a :func:`_chunks` generator; one running in another thread right now is left to
+    """Close an :func:`execute.iter_batches` generator; one running in another thread right now is left to
     be finalised when that call returns (its last reference is then gone)."""
     try:
         it.close()
@@ -105,17 +129,42 @@ def _close(it) -> None:
         pass
 
 
+class _ServicePass:
+    """One pass whose chunks come from the batch service: one iterator of chunks per stream
+    (:meth:`BatchService.chunks`), made on the stream's first chunk."""
+
+    def __init__(self, service, opts: LoaderOptions, manifest, num_streams: int, chunks):
+        self.service, self.opts, self.manifest = service, opts, manifest
+        self.num_streams, self.chunks = num_streams, chunks
+        self.iterators: dict = {}
+
+    def next_chunk(self, stream: int):
+        it = self.iterators.get(stream)
+        if it is None:
+            sizes = [len(ks) for ks in self.chunks[stream]]
+            it = self.iterators[stream] = self.service.chunks(
+                self.opts, self.manifest, stream, self.num_streams, sizes, CHUNK)
+        return next(it)
+
+    def close(self) -> None:
+        for it in self.iterators.values():
+            _close(it)
+        self.iterators = {}
+
+
 class _Passes:
-    """The open passes of one dataset: ``(pass id, stream)`` -> its :func:`_chunks` iterator.
-    Pass ids count the passes started, from 0; with ``reshuffle`` pass k is epoch
-    ``opts.epoch + k``, else every pass is ``opts.epoch``."""
+    """The open passes of one dataset: pass id -> its :class:`_Pass`.  ``chunks[p][i]``: the
+    plan batch indices (int64 (k,)) of chunk ``i`` of stream ``p``.  Pass ids count the passes
+    started, from 0; with ``reshuffle`` pass k is epoch ``opts.epoch + k``, else every pass is
+    ``opts.epoch``."""
 
     def __init__(self, opts: LoaderOptions, manifest, num_streams: int, chunks,
                  reshuffle: bool = False, service: BatchService | None = None):
         self.opts, self.manifest, self.num_streams, self.chunks = opts, manifest, num_streams, chunks
         self.reshuffle = reshuffle
         self.service = service  # the batch service computes the chunks (docs/service.md)
-        self.open: OrderedDict = OrderedDict()  # pass id -> {stream: iterator}
+        self.open: OrderedDict = OrderedDict()  # pass id -> _Pass
+        self.finished: dict = {}  # pass id -> streams of it that have handed out their last chunk
         self.closed: set = set()
         self.started = 0  # passes started so far; the next pass id
         self.lock = threading.Lock()
@@ -126,12 +175,19 @@ class _Passes:
         with self.lock:
             pid = self.started
             self.started += 1
-            self.open[pid] = {}
+            idle = sum(1 for ch in self.chunks if not ch)  # streams with no chunks
+            if idle == self.num_streams:  # an empty pass: nothing to keep
+                return np.int64(pid)
+            opts = self.opts.with_(epoch=self.opts.epoch + pid) if self.reshuffle else self.opts
+            self.open[pid] = (_Pass(opts, self.manifest) if self.service is None else
+                              _ServicePass(self.service, opts, self.manifest, self.num_streams,
+                                           self.chunks))
+            self.finished[pid] = idle
             while len(self.open) > MAX_OPEN_PASSES:
-                old, iterators = self.open.popitem(last=False)
+                old, state = self.open.popitem(last=False)
+                self.finished.pop(old, None)
                 self.closed.add(old)
-                for it in iterators.values():
-                    _close(it)
+                state.close()
         return np.int64(pid)
 
     def next_chunk(self, pid, stream, index):
@@ -142,25 +198,27 @@ class _Passes:
                 raise RuntimeError(
                     f"this pass over the dataset was closed because more than {MAX_OPEN_PASSES} "
                     f"passes over it were open at once; finish or drop old iterators")
-            iterators = self.open[pid]
+            state = self.open[pid]
             self.open.move_to_end(pid)
-            it = iterators.get(stream)
-            if it is None:
-                opts = self.opts.with_(epoch=self.opts.epoch + pid) if self.reshuffle else self.opts
-                if self.service is None:
-                    it = _chunks(opts, self.manifest, stream, self.num_streams, self.chunks[stream])
-                else:
-                    it = self.service.chunks(opts, self.manifest, stream, self.num_streams,
-                                             self.chunks[stream], CHUNK)
-                iterators[stream] = it
-        item = next(it)
-        if index == len(self.chunks[stream]) - 1:  # the stream's last chunk: drop its state
-            with self.lock:
-                iterators = self.open.get(pid, {})
-                iterators.pop(stream, None)
-                if not iterators:
+        if isinstance(state, _ServicePass):
+            X, y = state.next_chunk(stream)
+        else:
+            ks = self.chunks[stream][index]
+            batches = state.take(ks)
+            h, w, c = self.opts.image_size(self.manifest)
+            X = _aligned_empty((len(ks), len(batches[0][1]), h, w, c))
+            y = np.empty((len(ks), len(batches[0][1])), np.int32)
+            for j, (images, labels) in enumerate(batches):
+                to_float(images, self.opts.resize, out=X[j])
+                y[j] = labels
+        if index == len(self.chunks[stream]) - 1:  # the stream's last chunk
+            with self.lock:  # the pass ends when all its streams have (not when none is busy:
+                self.finished[pid] = self.finished.get(pid, 0) + 1  # one may not have started)
+                if self.finished[pid] >= self.num_streams:
                     self.open.pop(pid, None)
-        return item
+                    self.finished.pop(pid, None)
+                    state.close()
+        return X, y
 
 
 def _build(opts: LoaderOptions, manifest, num_parallel: int,
@@ -171,8 +229,11 @@ def _build(opts: LoaderOptions, manifest, num_parallel: int,
     sizes = np.full(total, plan.batch_size, np.int64)
     if total:
         sizes[-1] = plan.num_ids - (total - 1) * plan.batch_size
-    chunks = [chunk_sizes(sizes[worker_batches(total, p, num_parallel, CHUNK)])
-              for p in range(num_parallel)]
+    chunks = []  # chunks[p][i]: the plan batches of chunk i of stream p
+    for p in range(num_parallel):
+        ks = worker_batches(total, p, num_parallel, CHUNK)
+        bounds = np.cumsum([0] + chunk_sizes(sizes[ks]))
+        chunks.append([ks[a:b] for a, b in zip(bounds[:-1], bounds[1:])])
     num_chunks = tf.constant([len(ch) for ch in chunks], tf.int64)
     passes = _Passes(opts, manifest, num_parallel, chunks, reshuffle, service)
 

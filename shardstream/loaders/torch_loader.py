@@ -1,14 +1,25 @@
 """The PyTorch adapter: :func:`torch_loader` -> :class:`ShardLoader`.
 
-The loader executes the plan (:mod:`.plan`, :mod:`.execute`) inside an ``IterableDataset``
-whose DataLoader worker ``w`` of ``W`` runs the plan's batches in runs of
-:data:`WORKER_GROUP`: runs ``w, w + W, w + 2W, ...``, each sent to the main process as one item;
-the DataLoader collects from its workers round-robin, which puts the runs back in plan order,
-and the main process splits them into batches.
-So the batches are the same for every ``num_workers`` (and the same as ``tf_dataset``'s).
+The loader executes the plan (:mod:`.plan`, :mod:`.execute`) and hands out its batches in plan
+order whatever the workers, so the batches are the same for every ``num_workers`` and
+``worker_mode`` (and the same as ``tf_dataset``'s).
+
+``worker_mode="thread"`` (the default): the workers are threads of this process
+(:func:`_thread_batches`): one thread executes the plan (reading each shard once) and
+``num_workers`` threads convert its batches (the compiled resize, which releases the GIL), in
+parallel with each other and with your loop, with no pickling, no inter-process copies and no
+process start-up (the way SPDL and Grain run pipelines).  ``worker_mode="process"``:
+DataLoader worker processes run an ``IterableDataset`` (:class:`ShardDataset`), each
+executing runs of the plan and sending each run to the main process as one item -- for code of
+your own that holds the GIL (e.g. a Python transform around ``loader.dataset``).
 """
 
 from __future__ import annotations
+
+import concurrent.futures
+import queue
+import threading
+import warnings
 
 import numpy as np
 import torch
@@ -18,12 +29,15 @@ from ..errors import InputError
 from ..service.client import BatchService
 from .lazyexec import iter_batches
 from .options import LoaderOptions, check_int, loader_options
-from .resize import to_float
+from .resize import compiled_kernel, to_float
 
-#: with DataLoader workers, each worker sends runs of this many consecutive batches as one item
-#: (worker w executes runs w, w + W, ...): one inter-process transfer per run instead of per
-#: batch, which costs ~1 ms each on a small machine
+#: with process workers, each worker executes runs of this many consecutive batches (worker w
+#: executes runs w, w + W, ...), and collected round-robin they are the plan order again; a run
+#: is sent as one item: one inter-process transfer per run instead of per batch, which costs
+#: ~1 ms each on a small machine
 WORKER_GROUP = 8
+#: the values of ``worker_mode``
+WORKER_MODES = ("thread", "process")
 
 
 def _default_rank_world(rank, world_size):
@@ -41,8 +55,7 @@ def _default_rank_world(rank, world_size):
 def to_torch(images: np.ndarray, labels: np.ndarray, resize):
     """uint8 images (b, H, W, C), labels (b,) -> X float32 tensor (b, C, h, w) in [0, 1]
     (contiguous), y int64 tensor (b,).  Pixels come from :func:`resize.to_float`."""
-    x = to_float(images, resize)                       # (b, h, w, C) float32
-    X = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
+    X = torch.from_numpy(to_float(images, resize, channels_first=True))
     y = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
     return X, y
 
@@ -106,6 +119,75 @@ def _split(item):
     return zip(torch.split(X, sizes), torch.split(y, sizes))
 
 
+def _can_pin() -> bool:
+    """Whether pinned memory can be used here (an accelerator is available)."""
+    accelerator = getattr(torch, "accelerator", None)
+    return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
+
+
+def _convert_run(run, resize):
+    """[(images, labels)] -> [(X, y)] (:func:`to_torch` of each)."""
+    return [to_torch(images, labels, resize) for images, labels in run]
+
+
+def _thread_batches(opts: LoaderOptions, manifest, source, num_workers: int, prefetch: int):
+    """The batches ``(X, y)`` of the plan of ``opts`` in plan order, made by threads: one
+    thread executes the plan (:func:`execute.iter_batches`: each shard read once, by its
+    read-ahead thread) and hands runs of :data:`WORKER_GROUP` batches (uint8 pixels) to a pool
+    of ``num_workers`` threads that convert them (:func:`to_torch`: the compiled resize, GIL
+    released); the consumer takes the runs in order, at most ``num_workers * prefetch`` runs
+    ahead.  A run, not a batch, per hand-over: each costs a thread wake-up, which on a busy
+    machine can take longer than converting a batch.  Stopping early (``close``) stops the
+    threads; an error in any of them is raised here."""
+    stop = threading.Event()
+    ahead = queue.Queue(maxsize=max(1, num_workers * prefetch))
+    pool = concurrent.futures.ThreadPoolExecutor(num_workers,
+                                                 thread_name_prefix="shardstream-worker")
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def produce():
+        try:
+            batches = iter_batches(source, opts.plan(manifest))
+            run = []
+            try:
+                for _, images, labels in batches:
+                    run.append((images, labels))
+                    if len(run) == WORKER_GROUP:
+                        if not put(pool.submit(_convert_run, run, opts.resize)):
+                            return
+                        run = []
+            finally:
+                batches.close()
+            if run and not put(pool.submit(_convert_run, run, opts.resize)):
+                return
+            put(None)
+        except BaseException as exc:  # re-raised in the consumer
+            put(exc)
+
+    producer = threading.Thread(target=produce, name="shardstream-plan", daemon=True)
+    producer.start()
+    try:
+        while True:
+            item = ahead.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield from item.result()
+    finally:
+        stop.set()
+        producer.join()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 class ShardLoader:
     """Iterable of ``(X, y)`` batches: X float32 (b, C, h, w) in [0, 1], y int64 (b,).
 
@@ -121,10 +203,12 @@ class ShardLoader:
     start, as a DataLoader with a ``DistributedSampler`` does."""
 
     def __init__(self, opts: LoaderOptions, manifest, *, num_workers=0, pin_memory=False,
-                 prefetch_factor=None, service: BatchService | None = None):
+                 prefetch_factor=None, worker_mode="thread",
+                 service: BatchService | None = None):
         self._opts = opts
         self.manifest = manifest
         self.num_workers = num_workers
+        self.worker_mode = worker_mode
         self.pin_memory = pin_memory
         self.prefetch_factor = prefetch_factor
         self._total = opts.plan(manifest, start_batch=0).num_batches
@@ -191,19 +275,32 @@ class ShardLoader:
         if self._service is not None:
             yield from self._from_service()
             return
-        extra = {}
-        if self.num_workers > 0 and self.prefetch_factor is not None:
-            extra["prefetch_factor"] = self.prefetch_factor
-        loader = torch.utils.data.DataLoader(
-            self.dataset, batch_size=None, num_workers=self.num_workers,
-            persistent_workers=False, pin_memory=self.pin_memory, **extra)
-        if self.num_workers == 0:
-            batches = loader
+        pin = self.pin_memory and _can_pin()
+        if self.pin_memory and not pin:  # as the DataLoader does
+            warnings.warn("pin_memory=True but no accelerator is available: the batches are "
+                          "not pinned", UserWarning, stacklevel=2)
+        if self.num_workers == 0:  # no DataLoader: it would only add ~40 us per batch
+            batches = iter(self.dataset)
+        elif self.worker_mode == "thread":
+            batches = _thread_batches(self._opts.with_(start_batch=self._batch), self.manifest,
+                                      self._source, self.num_workers, self.prefetch_factor or 2)
         else:
+            extra = {}
+            if self.prefetch_factor is not None:
+                extra["prefetch_factor"] = self.prefetch_factor
+            loader = torch.utils.data.DataLoader(
+                self.dataset, batch_size=None, num_workers=self.num_workers,
+                persistent_workers=False, pin_memory=pin, **extra)
             batches = (batch for item in loader for batch in _split(item))
-        for X, y in batches:
-            self._batch += 1
-            yield X, y
+            pin = False  # the DataLoader pins
+        try:
+            for X, y in batches:
+                if pin:
+                    X, y = X.pin_memory(), y.pin_memory()
+                self._batch += 1
+                yield X, y
+        finally:
+            batches.close()
 
     def _from_service(self):
         """The batches from the batch service: tensors on the received buffers (no copy)."""
@@ -220,8 +317,8 @@ def torch_loader(location, *, batch_size, resize=None, shuffle=True, shuffle_buf
                  shard_shuffle=True, seed=0, epoch=0, drop_last=False, rank=None,
                  world_size=None, start_batch=0, format="auto", num_workers=0,
                  storage_options=None, cache_dir=None, cache_limit=None, token=None,
-                 pin_memory=False, prefetch_factor=None, check_shards=True,
-                 service=None) -> ShardLoader:
+                 pin_memory=False, prefetch_factor=None, worker_mode="thread",
+                 check_shards=True, service=None) -> ShardLoader:
     """A PyTorch loader over the converted split at ``location`` (path or URL).
 
     Yields ``(X, y)``: X float32 (b, C, h, w) in [0, 1] (``resize=(h, w)`` or the stored size),
@@ -229,14 +326,19 @@ def torch_loader(location, *, batch_size, resize=None, shuffle=True, shuffle_buf
     ``num_workers``, bitwise the same batches as :func:`shardstream.tf_dataset` with the same
     arguments.  ``rank`` / ``world_size`` default to ``torch.distributed``'s when it is
     initialised, else 0 / 1; every rank gets the same number of batches.  ``start_batch``
-    skips the first batches of this rank's epoch (resume).  ``check_shards=False`` uses the
-    shard files without the once-per-version sha256 check (docs/storage.md).  Every argument is
-    checked here: a bad one raises :class:`~shardstream.errors.InputError` (or
-    ``ManifestError`` for a missing manifest or shard) before any data is read.
-    ``service=["http://in1:9100", ...]`` (or a :class:`~shardstream.service.BatchService`):
-    the batches are computed by ``shardstream serve-batches`` servers, ``location`` names the
-    dataset under their root and ``token`` is theirs (docs/service.md); the same batches."""
+    skips the first batches of this rank's epoch (resume).  ``worker_mode``: ``"thread"``
+    (default: workers are threads of this process; the per-batch work releases the GIL) or
+    ``"process"`` (DataLoader worker processes); the batches are the same either way.
+    ``check_shards=False`` uses the shard files without the once-per-version sha256 check
+    (docs/storage.md).  ``service=["http://in1:9100", ...]`` (or a
+    :class:`~shardstream.service.BatchService`): the batches are computed by ``shardstream
+    serve-batches`` servers, ``location`` names the dataset under their root and ``token`` is
+    theirs (docs/service.md); the same batches.  Every argument is checked here: a bad one
+    raises :class:`~shardstream.errors.InputError` (or ``ManifestError`` for a missing
+    manifest or shard) before any data is read."""
     num_workers = check_int("num_workers", num_workers, 0)
+    if worker_mode not in WORKER_MODES:
+        raise InputError(f"worker_mode={worker_mode!r}: must be one of {WORKER_MODES}")
     if prefetch_factor is not None:
         prefetch_factor = check_int("prefetch_factor", prefetch_factor, 1)
         if num_workers == 0:
@@ -253,5 +355,7 @@ def torch_loader(location, *, batch_size, resize=None, shuffle=True, shuffle_buf
         drop_last=drop_last, rank=rank, world_size=world_size, start_batch=start_batch,
         format=format, storage_options=storage_options, cache_dir=cache_dir,
         cache_limit=cache_limit, token=token, check_shards=check_shards)
+    compiled_kernel()  # load (or rule out, warning once) the resize kernel before workers start
     return ShardLoader(opts, manifest, num_workers=num_workers, pin_memory=bool(pin_memory),
-                       prefetch_factor=prefetch_factor, service=client)
+                       prefetch_factor=prefetch_factor, worker_mode=worker_mode,
+                       service=client)

@@ -1,0 +1,121 @@
+"""The compiled twin of :func:`shardstream.loaders.resize.to_float_reference` (numba).
+
+One call per batch: uint8 images (N, H, W, C) in, float32 written straight into the caller's
+array in its final layout, seen as a (N, C, h, w) view (the batch itself for NCHW, a
+transposed view of (N, h, w, C) for NHWC), clamp included; the GIL is released (``nogil``)
+so that batches resize in parallel in threads.
+
+Bits: every output value is the same float32 expression, evaluated in the same order, as in the
+numpy reference: the height pass ``t = x[r0] * c0 + x[r1] * c1 + ...`` over its taps in input
+order (``/ 255`` folded into the first pass's weights), the width pass likewise over ``t``, then
+``min(max(v, 0), 1)``; no resize is ``x / 255``.  numba emits plain ``fmul`` / ``fadd`` /
+``fdiv`` (no ``fastmath``: no reassociation, no FMA contraction, no reciprocal), and
+:mod:`shardstream.loaders.resize` checks the bits against the reference on first use.
+
+Layout (the reference's): the batch is worked on as (H*W, N*C), every pixel position holding
+the whole batch, so that each multiply-add of either pass runs over N*C contiguous floats -- a
+loop that LLVM vectorises without help.  (Per image, the width pass is a short gather per output
+value, and the 8-wide block form that avoids it needs numba's SLP vectoriser, which is off by
+default; measured 2-3x slower.)  The kernel reads the images once into that layout and writes
+the clamped result once into ``out``: two transposing copies, which are most of its time
+(docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+__all__ = ["resize_into", "divide_into"]
+
+
+@njit(nogil=True, cache=True)
+def resize_into(images, out, hidx, hcoef, widx, wcoef, x, trow, urow):
+    """Resize ``images`` uint8 (N, H, W, C), C-contiguous, into ``out`` float32 (N, C, h*w)
+    (any strides: ``out[b, ch, i * w + o]`` is pixel (i, o) of channel ch of image b).
+
+    ``hidx`` intp (K, h) / ``hcoef`` float32 (K, h): the height taps (``resize._taps``; K = 0
+    when h == H: no height pass); ``widx`` / ``wcoef`` (L, w): the width taps (L = 0 when
+    w == W: no width pass).  Scratch: ``x`` uint8 (H, W*N*C) the batch transposed, ``trow``
+    float32 (W*N*C,) one row of the height pass, ``urow`` float32 (w*N*C,) one row of the
+    width pass.  Returns nothing."""
+    n, hin, win, c = images.shape
+    h = hidx.shape[1]
+    w = widx.shape[1]
+    k = hidx.shape[0]
+    taps = widx.shape[0]
+    nc = n * c
+    p = hin * win
+    # the batch into (H*W, N*C): every pixel position holds the whole batch, contiguous
+    xf = x.reshape(p, nc)
+    if c == 1:
+        src = images.reshape(n, p)
+        for q in range(p):
+            for b in range(n):
+                xf[q, b] = src[b, q]
+    else:
+        src3 = images.reshape(n, p, c)
+        for q in range(p):
+            for b in range(n):
+                for ch in range(c):
+                    xf[q, b * c + ch] = src3[b, q, ch]
+    row = win * nc
+    # 2-D views: a computed index (o * nc + m) would make numba wrap negative indices element
+    # by element, which stops LLVM from vectorising the loop; m from range() does not
+    t2 = trow.reshape(win, nc)
+    u2 = urow.reshape(w, nc)
+    zero = np.float32(0.0)
+    one = np.float32(1.0)
+    for i in range(h):  # one output row at a time: its work stays in the L1 cache
+        # height pass: trow = sum_j x[hidx[j, i]] * hcoef[j, i], in tap order
+        if k == 0:
+            for m in range(row):
+                trow[m] = np.float32(x[i, m])
+        else:
+            r = hidx[0, i]
+            cf = hcoef[0, i]
+            for m in range(row):
+                trow[m] = np.float32(x[r, m]) * cf
+            for j in range(1, k):
+                r = hidx[j, i]
+                cf = hcoef[j, i]
+                for m in range(row):
+                    trow[m] = trow[m] + np.float32(x[r, m]) * cf
+        # width pass: urow[o] = sum_j trow[widx[j, o]] * wcoef[j, o], in tap order
+        if taps == 0:
+            res = t2
+        else:
+            for o in range(w):
+                q = widx[0, o]
+                cf = wcoef[0, o]
+                for m in range(nc):
+                    u2[o, m] = t2[q, m] * cf
+                for j in range(1, taps):
+                    q = widx[j, o]
+                    cf = wcoef[j, o]
+                    for m in range(nc):
+                        u2[o, m] = u2[o, m] + t2[q, m] * cf
+            res = u2
+        # clamp to [0, 1] (vectorised), then the row of every image into out
+        for o in range(w):
+            for m in range(nc):
+                res[o, m] = min(max(res[o, m], zero), one)
+        base = i * w
+        for b in range(n):
+            for ch in range(c):
+                m = b * c + ch
+                for o in range(w):
+                    out[b, ch, base + o] = res[o, m]
+
+
+@njit(nogil=True, cache=True)
+def divide_into(images, out):
+    """``out`` float32 (N, C, H, W) (any strides) = ``images`` uint8 (N, H, W, C) /
+    float32(255), a true division as numpy's; returns nothing."""
+    n, hin, win, c = images.shape
+    d = np.float32(255.0)
+    for b in range(n):
+        for ch in range(c):
+            for i in range(hin):
+                for col in range(win):
+                    out[b, ch, i, col] = np.float32(images[b, i, col, ch]) / d

@@ -1,0 +1,26 @@
+"""tf_dataset's passes: a stream that finishes before another has started does not end the
+pass (a race seen with num_parallel=4 once batches got faster)."""
+
+import numpy as np
+
+import shardstream as ss
+from shardstream.loaders.resize import to_float_reference
+from shardstream.loaders.tf_loader import CHUNK
+
+
+def test_a_pass_lasts_until_every_stream_has_finished(loader_splits):
+    location, images, labels = loader_splits["npy"]
+    ds = ss.tf_dataset(location, batch_size=100, num_parallel=2, shuffle=False)
+    passes = ds._shardstream_passes
+    assert all(len(ch) for ch in passes.chunks)
+    pid = passes.new_pass()
+    first = [passes.next_chunk(pid, 0, i) for i in range(len(passes.chunks[0]))]
+    # stream 1 starts only now, after stream 0 handed out its last chunk
+    second = [passes.next_chunk(pid, 1, i) for i in range(len(passes.chunks[1]))]
+    assert int(pid) not in passes.open  # both done: the pass's state is dropped
+    X0, y0 = first[0]
+    X1, y1 = second[0]
+    # unshuffled: stream 0 starts at batch 0, stream 1 at batch CHUNK (runs of CHUNK batches)
+    assert np.array_equal(X0[0], to_float_reference(images[:100]))
+    assert np.array_equal(X1[0], to_float_reference(images[100 * CHUNK:100 * CHUNK + 100]))
+    assert np.array_equal(y1[0], labels[100 * CHUNK:100 * CHUNK + 100])
