@@ -199,3 +199,13 @@ def test_cli_local_cluster(fmnist_raw, tmp_path, capsys):
     assert cli.main(["convert", "fashion-mnist", str(tmp_path / "x"), "--raw",
                      str(fmnist_raw), "--cluster", "local:zero"]) == 1
     assert "--cluster local:zero: give local:N" in capsys.readouterr().err
+
+
+def test_http_folder_is_read_by_the_workers(cluster, shard_server, tmp_path):
+    src = make_folder(tmp_path / "www" / "pets")
+    convert("imagefolder", str(tmp_path / "one"), source=str(src), shard_size=4,
+            progress=False)
+    url = shard_server(tmp_path / "www") + "/pets"
+    convert_on_cluster("imagefolder", str(tmp_path / "many"), source=url,
+                       cluster=cluster.scheduler_address, shard_size=4, progress=False)
+    same_tree(tmp_path / "many", tmp_path / "one")

@@ -196,7 +196,8 @@ def _folder_splits(client, folder, out, name, formats, shard_size, encoding, ove
     for split, items in found.items():  # refuse before writing anything
         first = first_image(items, storage_options)
         (w, h), c = first[1], 1 if first[2] == "L" else 3
-        labels = np.array([classes.index(cls) for _, cls in items], dtype=np.int64)
+        index = {c: i for i, c in enumerate(classes)}
+        labels = np.array([index[cls] for _, cls in items], dtype=np.int64)
         shape_only = np.broadcast_to(np.uint8(0), (len(items), h, w, c))
         split_loc = storage.join(out, dataset, split)
         header = target_header(dataset, split, shape_only, labels, classes,
