@@ -184,6 +184,10 @@ def test_s3_folder_to_s3_the_driver_never_reads_the_images(cluster, s3_server, t
     want = tree(tmp_path / "one")
     for name, data in want.items():
         assert storage.read_bytes(f"{out}/{name}", opts) == data, name
+    with pytest.raises(InputError, match=r"cluster-src/raw/cats: no such folder"):
+        convert_on_cluster("imagefolder", out, source=f"{bucket}/raw/cats",
+                           cluster=cluster.scheduler_address, storage_options=opts,
+                           progress=False)
     for split in ("train", "test"):
         assert sorted(storage.listdir(f"{out}/pets/{split}", opts)) == sorted(
             n.split("/")[-1] for n in want if n.startswith(f"pets/{split}/"))

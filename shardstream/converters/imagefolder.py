@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from .. import storage
-from ..errors import InputError
+from ..errors import InputError, NotFoundError
 from .writer import check_target, target_header, write_split
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -44,7 +44,10 @@ def _entries(folder: str, storage_options=None) -> tuple[list[str], list[str]]:
 def _is_folder(folder: str, storage_options=None) -> bool:
     if not storage.is_remote(folder):
         return os.path.isdir(folder)
-    return storage.exists(folder, storage_options)
+    try:
+        return bool(storage.listdir(folder, storage_options))
+    except NotFoundError:
+        return False
 
 
 def scan(folder: str, storage_options=None) -> dict:
