@@ -11,7 +11,7 @@ import os
 import sys
 
 from . import __version__, config
-from .errors import ShardstreamError
+from .errors import InputError, ShardstreamError
 
 
 def _csv(kind):
@@ -69,6 +69,18 @@ def cmd_synth(args):
 
 
 def cmd_convert(args):
+    if args.cluster:
+        try:
+            from .converters.cluster import convert_on_cluster
+        except ModuleNotFoundError as exc:
+            raise InputError(f"--cluster needs Dask ({exc}): pip install 'shardstream[cluster]'"
+                             ) from None
+
+        convert_on_cluster(args.dataset, args.out, cluster=args.cluster, source=args.source,
+                           raw=args.raw, formats=tuple(args.format), shard_size=args.shard_size,
+                           encoding=args.encoding, overwrite=args.overwrite, name=args.name,
+                           progress=not args.quiet)
+        return
     from .converters.convert import convert
 
     convert(args.dataset, args.out, source=args.source, raw=args.raw, formats=tuple(args.format),
@@ -210,6 +222,10 @@ def build_parser():
                         "for --label coarse, or the source folder's name)")
     s.add_argument("--overwrite", action="store_true",
                    help="replace a different dataset already at the output")
+    s.add_argument("--cluster", default=None, metavar="ADDRESS",
+                   help="write each shard as one task on a Dask cluster: a scheduler address "
+                        "(tcp://host:8786) or local:N (N local worker processes); needs "
+                        "pip install 'shardstream[cluster]' (docs/distributed.md)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_convert)
 

@@ -3,7 +3,9 @@
 Modules: :mod:`.datasets` (the registry of known datasets), :mod:`.fetch` (find or download raw
 files), :mod:`.idx` (the IDX file format), :mod:`.synth` (synthetic stand-ins), :mod:`.imagefolder`
 (folders of class subfolders), :mod:`.writer` (one split -> shards + manifest) and
-:mod:`.convert` (the command's entry point).
+:mod:`.convert` (the command's entry point); :mod:`.cluster` (``convert --cluster``: one task
+per shard on Dask, the ``cluster`` extra) is not imported here, so the package works without
+Dask.
 """
 
 from .convert import convert

@@ -92,14 +92,14 @@ def _differences(old: Manifest, new: dict) -> list[str]:
     return diffs
 
 
-def check_target(split_loc: str, new: dict, overwrite: bool) -> None:
+def check_target(split_loc: str, new: dict, overwrite: bool, storage_options=None) -> None:
     """Refuse (:class:`InputError` naming ``split_loc``) to write a conversion into a folder that
     holds a different finished one, unless ``overwrite``."""
     where = storage.join(split_loc, MANIFEST_NAME)
-    if overwrite or not storage.exists(where):
+    if overwrite or not storage.exists(where, storage_options):
         return
     try:
-        old = Manifest.from_json(storage.read_bytes(where), where)
+        old = Manifest.from_json(storage.read_bytes(where, storage_options), where)
     except ManifestError:
         raise InputError(f"{split_loc} holds an unreadable {MANIFEST_NAME}; "
                          f"pass --overwrite to replace what is there, or choose another output "
@@ -111,7 +111,7 @@ def check_target(split_loc: str, new: dict, overwrite: bool) -> None:
                          f"another output folder")
 
 
-def _clean(split_loc: str, split: str, keep) -> None:
+def _clean(split_loc: str, split: str, keep, storage_options=None) -> None:
     """Remove leftover temp files of an interrupted run (local folders) and, unless ``keep`` is
     None, the shard files of ``split`` that ``keep`` (a set of names) does not list."""
     final, temp = _leftover_names(split)
@@ -119,14 +119,14 @@ def _clean(split_loc: str, split: str, keep) -> None:
     if keep is None and not local:
         return
     try:
-        names = storage.listdir(split_loc)
+        names = storage.listdir(split_loc, storage_options)
     except NotFoundError:
         return
     for name in names:
         stale = keep is not None and final.match(name) and name not in (MANIFEST_NAME, INDEX_NAME) \
             and name not in keep
         if stale or (local and temp.match(name)):
-            storage.remove(storage.join(split_loc, name))
+            storage.remove(storage.join(split_loc, name), storage_options)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,19 +175,9 @@ def target_header(dataset, split, images, labels, classes, source, *, formats, s
             "source": dict(source)}
 
 
-def write_split(out_location: str, dataset: str, split: str, images: np.ndarray, labels,
-                classes, source: dict, *, formats=FORMATS, shard_size: int = 10000,
-                encoding: str = "npy", overwrite: bool = False, progress: bool = True) -> Manifest:
-    """Write one split: ``<out_location>/<dataset>/<split>/`` shards of every format in
-    ``formats``, then the columnar index ``index.npy`` (:mod:`shardstream.shards.index`),
-    then ``manifest.json`` (last).  Returns the manifest.
-
-    ``images``: uint8 (N, H, W, C) (or (N, H, W), taken as C = 1); ``labels``: int (N,) in
-    ``[0, len(classes))``; ``source``: JSON-able dict recorded in the manifest (must hold
-    ``"synthetic": bool``).  See the module doc for overwrite and clean-up rules.
-    """
-    check_names(dataset, split)
-    formats = check_args(formats, shard_size, encoding)
+def checked_arrays(dataset: str, split: str, images, labels, classes):
+    """``(images uint8 (N, H, W, C), labels int64 (N,))`` of a split about to be written
+    (``images`` (N, H, W) is taken as C = 1); :class:`InputError` naming the split otherwise."""
     images = np.asarray(images)
     if images.ndim == 3:
         images = images[..., None]
@@ -204,44 +194,98 @@ def write_split(out_location: str, dataset: str, split: str, images: np.ndarray,
         bad = int(np.flatnonzero((labels < 0) | (labels >= len(classes)))[0])
         raise InputError(f"{dataset}/{split}: sample {bad} has label {labels[bad]}, outside the "
                          f"{len(classes)} classes")
+    return images, labels
+
+
+def shard_starts(header: dict) -> list[int]:
+    """First sample id of each shard of the conversion ``header`` (:func:`target_header`)."""
+    return np.concatenate([[0], np.cumsum(header["shard_sizes"])[:-1]]).astype(int).tolist()
+
+
+def begin_split(split_loc: str, split: str, header: dict, overwrite: bool,
+                storage_options=None) -> None:
+    """Before the first shard of a split is written: refuse a different finished conversion
+    (:func:`check_target`), un-finish the folder when overwriting (its manifest goes first) and
+    remove the temp files an interrupted run left there."""
+    check_target(split_loc, header, overwrite, storage_options)
+    manifest_loc = storage.join(split_loc, MANIFEST_NAME)
+    if overwrite and storage.exists(manifest_loc, storage_options):
+        # the folder stops being a finished conversion while its shards are replaced
+        storage.remove(manifest_loc, storage_options)
+    _clean(split_loc, split, None, storage_options)
+
+
+def write_shard_files(split_loc: str, split: str, index: int, first_id: int, images, labels, *,
+                      formats, encoding: str, classes, storage_options=None) -> dict:
+    """Encode and write shard ``index`` of ``split`` in every format of ``formats``:
+    ``images`` uint8 (n, H, W, C) and ``labels`` int64 (n,) are samples ``first_id ..
+    first_id + n - 1``.  Returns ``{format: ShardInfo}`` of the bytes written.
+
+    The one way a shard is written: :func:`write_split` calls it for each shard in turn, and
+    a cluster conversion (:mod:`.cluster`) runs it as one task per shard.  Idempotent (each file
+    is written whole: temp + rename locally, one PUT on S3), so a retried task is harmless."""
+    pngs = [encode_png(im) for im in images] if encoding == "png" else None
+    infos = {}
+    for fmt in formats:
+        data = _encode_shard(fmt, first_id, images, labels, encoding, classes, pngs)
+        name = shard_name(split, index, fmt)
+        storage.write_bytes(storage.join(split_loc, name), data, storage_options)
+        infos[fmt] = ShardInfo(name, len(images), len(data), _sha256(data))
+    return infos
+
+
+def finish_split(split_loc: str, header: dict, shard_infos, storage_options=None) -> Manifest:
+    """After every shard is written: write the index and then the manifest (``header``:
+    :func:`target_header`;
+    ``shard_infos``: one ``{format: ShardInfo}`` per shard, in shard order), then remove shard
+    files of the split it does not list and leftover temp files.  Returns the manifest."""
+    formats = header["formats"]
+    shards = {fmt: tuple(info[fmt] for info in shard_infos) for fmt in formats}
+    manifest = Manifest(dataset=header["dataset"], split=header["split"],
+                        num_samples=header["num_samples"], image_shape=header["image_shape"],
+                        encoding=header["encoding"], classes=header["classes"],
+                        label_counts=header["label_counts"], shards=shards,
+                        source=header["source"])
+    text = manifest.to_json().encode()
+    # the columnar index first (read instead of the JSON's shard list), the manifest last
+    storage.write_bytes(storage.join(split_loc, INDEX_NAME), index_bytes(manifest, text),
+                        storage_options)
+    storage.write_bytes(storage.join(split_loc, MANIFEST_NAME), text, storage_options)
+    _clean(split_loc, header["split"], {s.name for v in shards.values() for s in v},
+           storage_options)
+    return manifest
+
+
+def write_split(out_location: str, dataset: str, split: str, images: np.ndarray, labels,
+                classes, source: dict, *, formats=FORMATS, shard_size: int = 10000,
+                encoding: str = "npy", overwrite: bool = False, progress: bool = True) -> Manifest:
+    """Write one split: ``<out_location>/<dataset>/<split>/`` shards of every format in
+    ``formats``, then the columnar index ``index.npy`` (:mod:`shardstream.shards.index`),
+    then ``manifest.json`` (last).  Returns the manifest.
+
+    ``images``: uint8 (N, H, W, C) (or (N, H, W), taken as C = 1); ``labels``: int (N,) in
+    ``[0, len(classes))``; ``source``: JSON-able dict recorded in the manifest (must hold
+    ``"synthetic": bool``).  See the module doc for overwrite and clean-up rules.
+    """
+    check_names(dataset, split)
+    formats = check_args(formats, shard_size, encoding)
+    images, labels = checked_arrays(dataset, split, images, labels, classes)
     split_loc = storage.join(out_location, dataset, split)
     header = target_header(dataset, split, images, labels, classes, source, formats=formats,
                            shard_size=shard_size, encoding=encoding)
-    sizes = header["shard_sizes"]
-    starts = list(range(0, n, shard_size))
-    check_target(split_loc, header, overwrite)
-    manifest_loc = storage.join(split_loc, MANIFEST_NAME)
-    if overwrite and storage.exists(manifest_loc):
-        # the folder stops being a finished conversion while its shards are replaced
-        storage.remove(manifest_loc)
-    _clean(split_loc, split, keep=None)  # temp files of an interrupted run
-
-    infos = {fmt: [] for fmt in formats}
-    bar = tqdm(total=n, desc=f"{dataset}/{split}", unit="img", disable=not progress,
+    begin_split(split_loc, split, header, overwrite)
+    infos = []
+    bar = tqdm(total=len(labels), desc=f"{dataset}/{split}", unit="img", disable=not progress,
                leave=False, file=sys.stderr)
     try:
-        for index, start in enumerate(starts):
-            stop = start + sizes[index]
-            chunk, chunk_labels = images[start:stop], labels[start:stop]
-            pngs = [encode_png(im) for im in chunk] if encoding == "png" else None
-            for fmt in formats:
-                data = _encode_shard(fmt, start, chunk, chunk_labels, encoding, classes, pngs)
-                name = shard_name(split, index, fmt)
-                storage.write_bytes(storage.join(split_loc, name), data)
-                infos[fmt].append(ShardInfo(name, stop - start, len(data), _sha256(data)))
-            bar.update(stop - start)
+        for index, (start, size) in enumerate(zip(shard_starts(header), header["shard_sizes"])):
+            infos.append(write_shard_files(split_loc, split, index, start,
+                                           images[start:start + size], labels[start:start + size],
+                                           formats=formats, encoding=encoding, classes=classes))
+            bar.update(size)
     finally:
         bar.close()
-    manifest = Manifest(dataset=dataset, split=split, num_samples=n,
-                        image_shape=header["image_shape"], encoding=encoding,
-                        classes=tuple(classes), label_counts=header["label_counts"],
-                        shards={fmt: tuple(v) for fmt, v in infos.items()}, source=source)
-    text = manifest.to_json().encode()
-    # the columnar index first (read instead of the JSON's shard list), the manifest last
-    storage.write_bytes(storage.join(split_loc, INDEX_NAME), index_bytes(manifest, text))
-    storage.write_bytes(manifest_loc, text)
-    _clean(split_loc, split, keep={s.name for v in infos.values() for s in v})
-    return manifest
+    return finish_split(split_loc, header, infos)
 
 
 def write_splits(out: str, dataset: str, data: dict, classes, sources: dict, *,
