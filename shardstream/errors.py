@@ -28,3 +28,8 @@ class StorageError(ShardstreamError, OSError):
 
 class NotFoundError(StorageError):
     """A location does not exist (or access to it was denied)."""
+
+
+class AccessError(NotFoundError):
+    """Access to a location was denied (HTTP 401/403, S3 AccessDenied / bad credentials): the
+    location may well exist; the token or credentials are wrong or missing."""

@@ -78,6 +78,13 @@ def _in_folder(spec: DatasetSpec, folder: str):
     return (None if missing else found), list(dict.fromkeys(missing))
 
 
+def raw_in(spec: DatasetSpec, folder) -> bool:
+    """True when ``folder`` itself or its torchvision layout (``folder/FashionMNIST/raw``, as
+    the book's ``root="../data"`` leaves it) holds all the raw files of ``spec``; that folder
+    then works as ``raw_dir`` of :func:`find_raw`."""
+    return any(_in_folder(spec, d)[0] is not None for d in candidate_dirs(spec, folder))
+
+
 def _md5(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 

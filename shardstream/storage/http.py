@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlsplit
 from .. import config
 from ..errors import InputError, StorageError
 from .clients import cached
-from .retry import Fatal, Missing, Transient, retrying
+from .retry import Denied, Fatal, Missing, Transient, retrying
 
 NAME = "http"
 SCHEMES = ("http", "https")
@@ -106,7 +106,7 @@ def status_error(status, reason):
     """The failure class for an HTTP error status."""
     text = f"HTTP {status} {reason or ''}".strip()
     if status in (401, 403):
-        return Missing(text + " (access denied)")
+        return Denied(text)
     if status in (404, 410):
         return Missing(text)
     if status in (408, 429) or status >= 500:
