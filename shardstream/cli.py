@@ -74,7 +74,8 @@ def cmd_convert(args):
     convert(args.dataset, args.out, source=args.source, raw=args.raw, formats=tuple(args.format),
             shard_size=args.shard_size, encoding=args.encoding, overwrite=args.overwrite,
             name=args.name, progress=not args.quiet, label=args.label, classes=args.classes,
-            size=args.size)
+            size=args.size, skip_bad=args.skip_bad, token=args.token,
+            storage_options=_storage_options(args))
 
 
 def cmd_datasets(args):
@@ -190,8 +191,12 @@ def build_parser():
                    help="webdataset / parquet: comma-separated class names for labels 0, 1, .. "
                         "(default the source's metadata, else the numbers)")
     s.add_argument("--size", type=_size, default=None,
-                   help="webdataset / parquet: resize images of another size to HxW (PIL "
-                        "bilinear) instead of refusing them, e.g. 32 or 32x24")
+                   help="imagefolder / webdataset / parquet: resize images of another size to "
+                        "HxW at conversion (PIL BILINEAR) instead of refusing them, e.g. 32 or "
+                        "32x24")
+    s.add_argument("--skip-bad", action="store_true",
+                   help="imagefolder: leave unreadable or odd images out (listed in the "
+                        "manifest's source.skipped) instead of refusing the folder")
     s.add_argument("--format", type=_csv(str), default=["tar", "parquet"],
                    help="comma-separated shard formats: tar, parquet (default both)")
     s.add_argument("--shard-size", type=int, default=10000,
@@ -204,6 +209,7 @@ def build_parser():
     s.add_argument("--overwrite", action="store_true",
                    help="replace a different dataset already at the output")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    _remote_options(s)   # a remote webdataset / parquet SOURCE
     s.set_defaults(func=cmd_convert)
 
     s = sub.add_parser("datasets", help="list the datasets shardstream can convert")

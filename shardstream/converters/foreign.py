@@ -27,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .. import storage
-from ..errors import InputError, ShardstreamError
+from ..errors import AccessError, InputError, ShardstreamError
 from .hfsource import read_rows
 from .images import ImageStack, decode_image
 from .wdsource import read_samples
@@ -51,6 +51,9 @@ def find_files(kind: str, src: str, storage_options=None) -> dict:
         return {split_of(src.rstrip("/").rsplit("/", 1)[-1]): [src]}
     try:
         names = storage.listdir(src, storage_options=storage_options)
+    except AccessError as exc:
+        raise AccessError(f"{exc}; for an http(s) source pass --token (token=) or set "
+                          f"$SHARDSTREAM_TOKEN") from None
     except ShardstreamError as exc:
         raise InputError(f"{src}: cannot list the {kind} files ({exc}); give "
                          f"a folder, http(s):// or s3:// prefix holding them, or one file") \
