@@ -14,7 +14,6 @@ input twice gives the same bytes.
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -22,8 +21,9 @@ from functools import cached_property
 import numpy as np
 
 from .. import __version__, storage
-from ..errors import ManifestError, NotFoundError
+from ..errors import AccessError, ManifestError, NotFoundError
 from .names import ENCODINGS, MANIFEST_NAME, SHARD_EXTENSIONS, is_plain_name
+from .splits import split_hint
 
 FORMAT_VERSION = 1
 IMAGE_DTYPE = "uint8"
@@ -302,12 +302,18 @@ def load_manifest(location: str, storage_options=None) -> Manifest:
     ``<location>/manifest.json`` through :mod:`shardstream.storage`).
 
     A missing manifest is a :class:`ManifestError` saying the location is not a finished
-    conversion; storage failures other than "not found" propagate as ``StorageError``.
+    conversion (and, for a dataset folder, "pass …/train or …/test"); access denied is an
+    :class:`AccessError`; other storage failures propagate as ``StorageError``.
     """
     where = storage.join(location, MANIFEST_NAME)
     try:
         data = storage.read_bytes(where, storage_options)
+    except AccessError:
+        raise
     except NotFoundError as exc:
+        hint = split_hint(location, storage_options)
+        if hint:
+            raise ManifestError(f"{location} holds no {MANIFEST_NAME}{hint}") from None
         raise ManifestError(
             f"{location} is not a finished conversion, or it cannot be read: "
             f"no readable {MANIFEST_NAME} ({exc}); run `shardstream convert` to create it, or "
@@ -371,21 +377,3 @@ class _Validator:
             self.fail(fieldname, f"must be a plain name (no '/', '\\', '..', control characters "
                                  f"or leading '.'), got {_short(x)}")
         return x
-
-
-def find_splits(location: str, storage_options=None) -> list[str]:
-    """Split locations at or below ``location``: ``[location]`` when it holds a manifest;
-    for a local folder otherwise every folder below it holding ``manifest.json`` (sorted);
-    ``[]`` when there is none."""
-    if storage.exists(storage.join(location, MANIFEST_NAME), storage_options):
-        return [location]
-    local = storage.local_path(location)
-    if local is None or not os.path.isdir(local):
-        return []
-    found = []
-    for root, dirs, files in os.walk(local):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        if MANIFEST_NAME in files:
-            found.append(root)
-            dirs[:] = []  # a split folder holds no further splits
-    return sorted(found)

@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from tqdm.auto import tqdm
 
 from ..errors import InputError, ManifestError, ShardError, StorageError
-from ..shards.manifest import Manifest, find_splits
+from ..shards.manifest import Manifest
 from ..shards.names import MANIFEST_NAME
+from ..shards.splits import find_splits
 from . import exists, read_bytes, remove, size, write_bytes
 from .location import join, local_path
 

@@ -9,7 +9,8 @@ from tqdm import tqdm
 
 from .. import storage
 from ..errors import ManifestError
-from ..shards.manifest import MANIFEST_NAME, Manifest, find_splits, load_manifest
+from ..shards.manifest import MANIFEST_NAME, Manifest, load_manifest
+from ..shards.splits import find_splits
 from ..shards.verify import verify
 from ..units import human_bytes
 
