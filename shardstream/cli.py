@@ -137,6 +137,12 @@ def cmd_bench(args):
                   storage_options=_storage_options(args))
 
 
+def cmd_cache(args):
+    from .tools.cache import cache_command
+
+    return cache_command(clear=args.clear, as_json=args.json)
+
+
 def cmd_demo(args):
     from .tools.demo import demo
 
@@ -212,11 +218,18 @@ def build_parser():
     _remote_options(s)   # a remote webdataset / parquet SOURCE
     s.set_defaults(func=cmd_convert)
 
-    s = sub.add_parser("datasets", help="list the datasets shardstream can convert")
+    s = sub.add_parser("datasets", help="list the datasets shardstream can convert",
+                       description="List the datasets `shardstream convert` knows (name, "
+                                   "classes, image size, samples, where the raw files come "
+                                   "from) and the source kinds (imagefolder, webdataset, "
+                                   "parquet).")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=cmd_datasets)
 
-    s = sub.add_parser("info", help="describe a converted split (samples, classes, shards, bytes)")
+    s = sub.add_parser("info", help="describe a converted split (samples, classes, shards, bytes)",
+                       description="Describe a converted split: samples, classes with counts, "
+                                   "shards per format, bytes, encoding, image shape, synthetic "
+                                   "or real. A dataset folder or root lists its splits.")
     s.add_argument("location", help="a split's location, e.g. shards/fashion-mnist/train")
     s.add_argument("--json", action="store_true", help="print the manifest summary as JSON")
     _remote_options(s)
@@ -233,7 +246,11 @@ def build_parser():
     s.set_defaults(func=cmd_verify)
 
     s = sub.add_parser("upload",
-                       help="copy a conversion to another location, verified and restartable")
+                       help="copy a conversion to another location, verified and restartable",
+                       description="Copy a local conversion (a split, a dataset or a root) to "
+                                   "another location, e.g. s3://bucket/datasets: shards first, "
+                                   "each verified, manifests last; a re-run skips what is "
+                                   "there.")
     s.add_argument("src", help="local folder of converted data (a split, a dataset or a root)")
     s.add_argument("dest", help="destination location, e.g. s3://bucket/datasets")
     s.add_argument("--jobs", type=int, default=4, help="parallel uploads (default 4)")
@@ -256,27 +273,37 @@ def build_parser():
     s.add_argument("-q", "--quiet", action="store_true", help="no access log")
     s.set_defaults(func=cmd_serve)
 
-    s = sub.add_parser("show", help="draw a batch as a PNG grid with its text labels")
+    s = sub.add_parser("show", help="draw a batch as a PNG grid with its text labels",
+                       description="Draw the first (or a random) batch of a split, exactly as "
+                                   "the loaders deliver it, as a grid of images with their "
+                                   "class names; writes a PNG (or JPEG for .jpg), no display "
+                                   "needed.")
     s.add_argument("location", help="a split's location")
-    s.add_argument("-o", "--output", default="batch.png", help="PNG to write (default batch.png)")
-    s.add_argument("--rows", type=int, default=2)
-    s.add_argument("--cols", type=int, default=8)
+    s.add_argument("-o", "--output", default="batch.png",
+                   help="picture to write: .png, or .jpg / .jpeg for JPEG (default batch.png)")
+    s.add_argument("--rows", type=int, default=2, help="rows of images (default 2)")
+    s.add_argument("--cols", type=int, default=8, help="images per row (default 8)")
     s.add_argument("--random", action="store_true", help="a shuffled batch instead of the first")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0,
+                   help="shuffle seed of --random (default 0: the loaders' seed=0 epoch 0)")
     s.add_argument("--resize", type=_size, default=None, help="resize first, e.g. 32 or 32x24")
     s.add_argument("--scale", type=float, default=1.5, help="size of each image (default 1.5)")
     _remote_options(s)
     s.set_defaults(func=cmd_show)
 
     s = sub.add_parser("bench",
-                       help="time epochs through the torch and tf loaders (D2L 4.2's experiment)")
+                       help="time epochs through the torch and tf loaders (D2L 4.2's experiment)",
+                       description="Time `for X, y in loader: continue` over a split, per "
+                                   "framework, batch size and worker count; prints the median "
+                                   "epoch and samples/s (a progress line per epoch on stderr).")
     s.add_argument("location", help="a split's location")
     s.add_argument("--framework", type=_csv(str), default=["torch", "tf"], help="torch,tf")
     s.add_argument("--batch-size", type=_csv(int), default=[64], help="e.g. 1,64,256")
     s.add_argument("--workers", type=_csv(int), default=[0],
                    help="e.g. 0,2: torch DataLoader workers; for tf, num_parallel=max(W, 1)")
     s.add_argument("--epochs", type=int, default=3, help="epochs per row; the median is reported")
-    s.add_argument("--resize", type=_size, default=None)
+    s.add_argument("--resize", type=_size, default=None,
+                   help="resize in the loader, e.g. 32 or 32x24 (default none)")
     s.add_argument("--format", default="auto", help="tar, parquet or auto")
     s.add_argument("--profile", action="store_true",
                    help="break the time down into read / decode / resize / framework handoff")
@@ -285,11 +312,28 @@ def build_parser():
     s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("demo",
-                       help="offline end-to-end demo: synth, convert, stream, compare, time, draw")
+                       help="offline end-to-end demo: synth, convert, stream, compare, time, draw",
+                       description="Offline end to end: the full 70,000 Fashion-MNIST images "
+                                   "(the real ones when already on this machine, else a "
+                                   "synthetic stand-in of 60,000 + 10,000), converted, streamed "
+                                   "through "
+                                   "torch and tf.data, batches checked identical, "
+                                   "an epoch timed against the book's pipelines, a batch drawn.")
     s.add_argument("--out", default="shardstream-demo",
                    help="working folder (default ./shardstream-demo)")
-    s.add_argument("--quick", action="store_true", help="a small dataset (for tests)")
+    s.add_argument("--quick", action="store_true",
+                   help="a synthetic stand-in of 1,500 + 300 images instead of the full 70,000 "
+                        "(seconds instead of minutes; for tests)")
     s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("cache", help="show (or clear) the shard cache: location, size, limit",
+                       description="Show where remote shards are cached ($SHARDSTREAM_CACHE_DIR"
+                                   " or the user cache folder), how much it holds and its "
+                                   "limit; --clear deletes the cached shards no process uses.")
+    s.add_argument("--clear", action="store_true",
+                   help="delete the cached shards (those in use are kept)")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=cmd_cache)
     return p
 
 

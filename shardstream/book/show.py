@@ -123,10 +123,29 @@ def show_images(imgs, num_rows, num_cols, titles=None, scale=1.5):
     return canvas
 
 
+#: ``show -o`` file extensions -> Pillow format
+PICTURE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+
+
 def png_bytes(image):
     """The PNG encoding of a PIL image (deterministic: no timestamps in Pillow's PNG writer)."""
     buf = io.BytesIO()
     image.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def picture_bytes(image, out):
+    """``image`` encoded as the extension of ``out`` asks: ``.png`` (PNG), ``.jpg`` / ``.jpeg``
+    (JPEG, quality 95); any other extension is an :class:`InputError` saying which work."""
+    ext = ("." + str(out).rsplit(".", 1)[-1].lower()) if "." in str(out) else ""
+    fmt = PICTURE_FORMATS.get(ext)
+    if fmt is None:
+        raise InputError(f"-o {out}: cannot tell the picture format from {ext or 'no extension'};"
+                         f" name the file .png, .jpg or .jpeg")
+    if fmt == "PNG":
+        return png_bytes(image)
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=95)
     return buf.getvalue()
 
 
@@ -151,16 +170,18 @@ def first_batch(location, count, *, random=False, seed=0, resize=None, format="a
 def show_command(location, out="batch.png", rows=2, cols=8, random=False, seed=0, resize=None,
                  scale=1.5, token=None, storage_options=None):
     """``shardstream show``: draw a batch of ``rows * cols`` images of the split at ``location``
-    with their class names under them, write the PNG to ``out`` atomically (temp file + rename)
+    with their class names under them, write the picture (PNG, or JPEG for ``.jpg``) to ``out``
+    atomically (temp file + rename)
     and print its path. Returns the path."""
     if rows < 1 or cols < 1:
         raise InputError(f"--rows {rows} --cols {cols}: both must be at least 1")
+    picture_bytes(Image.new("RGB", (1, 1)), out)    # a bad extension: refused before reading
     images, labels, manifest = first_batch(location, rows * cols, random=random, seed=seed,
                                            resize=resize, token=token,
                                            storage_options=storage_options)
     titles = [manifest.classes[int(y)] for y in labels]
     picture = show_images(images, rows, cols, titles=titles, scale=scale)
-    write_bytes(out, png_bytes(picture))
+    write_bytes(out, picture_bytes(picture, out))
     which = f"a random batch (seed {seed})" if random else "the first batch"
     print(f"wrote {out}: {which} of {location}, {len(labels)} images "
           f"({picture.width}x{picture.height} pixels)")

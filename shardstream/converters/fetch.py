@@ -25,10 +25,9 @@ from __future__ import annotations
 import hashlib
 import os
 
-from tqdm import tqdm
-
 from .. import config, storage
 from ..errors import InputError, ShardstreamError
+from ..progress import progress_bar
 from .datasets import SPLITS, DatasetSpec
 
 
@@ -103,7 +102,7 @@ def download_raw(spec: DatasetSpec, dest: str, mirror=None, checksums=None, prog
     sums = dict(spec.md5 if checksums is None else checksums)
     names = spec.all_files()
     todo = [f for f in names if _locate(dest, f) is None]
-    bar = tqdm(total=len(todo), desc=f"download {spec.name}", unit="file", disable=not progress)
+    bar = progress_bar(total=len(todo), desc=f"download {spec.name}", unit="file", enabled=progress)
     try:
         for name in todo:
             if name not in sums:

@@ -20,10 +20,10 @@ import re
 import sys
 
 import numpy as np
-from tqdm import tqdm
 
 from .. import storage
 from ..errors import InputError, ManifestError, NotFoundError
+from ..progress import progress_bar
 from ..shards.formats import write_shard
 from ..shards.imagecodec import encode_png
 from ..shards.manifest import Manifest, ShardInfo
@@ -214,7 +214,7 @@ def write_split(out_location: str, dataset: str, split: str, images: np.ndarray,
     _clean(split_loc, split, keep=None)  # temp files of an interrupted run
 
     infos = {fmt: [] for fmt in formats}
-    bar = tqdm(total=n, desc=f"{dataset}/{split}", unit="img", disable=not progress,
+    bar = progress_bar(total=n, desc=f"{dataset}/{split}", unit="img", enabled=progress,
                leave=False, file=sys.stderr)
     try:
         for index, start in enumerate(starts):

@@ -38,7 +38,7 @@ def _remote(location, opts, depth) -> list[str]:
         return [s for s in (storage.join(location, n) for n in SPLIT_NAMES) if _is_split(s, opts)]
     found = []
     for name in names:
-        if name.startswith(".") or name == MANIFEST_NAME or name.endswith(SHARD_EXTENSIONS):
+        if name.startswith(".") or name == MANIFEST_NAME or name.endswith(tuple(SHARD_EXTENSIONS.values())):
             continue
         sub = storage.join(location, name)
         if _is_split(sub, opts):
@@ -81,6 +81,8 @@ def split_hint(location: str, storage_options=None) -> str:
         return ""
     if not below:
         return ""
+    order = {n: i for i, n in enumerate(SPLIT_NAMES)}
+    below = sorted(below, key=lambda b: (order.get(b.rstrip("/").rsplit("/", 1)[-1], 99), b))
     names = [b.rstrip("/").rsplit("/", 1)[-1] for b in below]
     base = location.rstrip("/")
     if all(storage.join(base, n) == b or os.path.join(base, n) == b

@@ -96,6 +96,8 @@ def classify(exc):
         return exc
     if isinstance(exc, FileNotFoundError):
         return Missing("HTTP 404 Not Found")
+    if isinstance(exc, aiohttp.ClientResponseError):     # e.g. fsspec's listing of a page
+        return status_error(exc.status, exc.message)
     if isinstance(exc, (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError, ConnectionError,
                         OSError)):
         return Transient(f"{type(exc).__name__}: {exc}")

@@ -24,9 +24,8 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from tqdm.auto import tqdm
-
 from ..errors import InputError, ManifestError, ShardError, StorageError
+from ..progress import progress_bar
 from ..shards.manifest import Manifest
 from ..shards.names import MANIFEST_NAME
 from ..shards.splits import find_splits
@@ -102,7 +101,7 @@ def upload(src, dest, progress=True, jobs=4, storage_options=None) -> UploadRepo
         plans.append((split_dir, target, manifest_bytes, shards))
 
     total = sum(info.bytes for _, _, _, shards in plans for info in shards)
-    with tqdm(total=total, unit="B", unit_scale=True, disable=not progress,
+    with progress_bar(total=total, unit="B", unit_scale=True, enabled=progress,
               desc="upload") as bar, ThreadPoolExecutor(jobs) as pool:
         for split_dir, target, manifest_bytes, shards in plans:
             manifest_loc = join(target, MANIFEST_NAME)
