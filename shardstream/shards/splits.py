@@ -21,6 +21,7 @@ from .names import MANIFEST_NAME, SHARD_EXTENSIONS
 SPLIT_NAMES = ("train", "test", "val", "valid", "validation")
 #: levels below a remote location searched: a root holds datasets, a dataset holds splits
 REMOTE_DEPTH = 2
+_FILES = tuple(SHARD_EXTENSIONS.values())
 
 
 def _is_split(location, opts) -> bool:
@@ -38,7 +39,7 @@ def _remote(location, opts, depth) -> list[str]:
         return [s for s in (storage.join(location, n) for n in SPLIT_NAMES) if _is_split(s, opts)]
     found = []
     for name in names:
-        if name.startswith(".") or name == MANIFEST_NAME or name.endswith(tuple(SHARD_EXTENSIONS.values())):
+        if name.startswith(".") or name == MANIFEST_NAME or name.endswith(_FILES):
             continue
         sub = storage.join(location, name)
         if _is_split(sub, opts):
