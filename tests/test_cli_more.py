@@ -108,7 +108,7 @@ def test_progress_is_plain_lines_when_not_a_terminal(fmnist_raw, tmp_path):
 
 
 def test_progress_bar_draws_on_a_terminal_only():
-    from shardstream.progress import progress_bar
+    from shardstream.units import progress_bar
 
     class Tty(io.StringIO):
         def isatty(self):

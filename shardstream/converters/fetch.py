@@ -27,7 +27,7 @@ import os
 
 from .. import config, storage
 from ..errors import InputError, ShardstreamError
-from ..progress import progress_bar
+from ..units import progress_bar
 from .datasets import SPLITS, DatasetSpec
 
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from .. import storage
 from ..errors import AccessError, InputError, ShardstreamError
-from ..progress import progress_bar
+from ..units import progress_bar
 from .hfsource import read_rows
 from .images import ImageStack, decode_image
 from .wdsource import read_samples

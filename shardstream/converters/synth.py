@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import storage
 from ..errors import InputError
-from ..progress import progress_bar
+from ..units import progress_bar
 from .cifar_synth import synthesize_cifar
 from .datasets import SPLITS, get_spec
 from .idx import idx_bytes

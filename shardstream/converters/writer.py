@@ -23,7 +23,6 @@ import numpy as np
 
 from .. import storage
 from ..errors import InputError, ManifestError, NotFoundError
-from ..progress import progress_bar
 from ..shards.formats import write_shard
 from ..shards.imagecodec import encode_png
 from ..shards.manifest import Manifest, ShardInfo
@@ -37,6 +36,7 @@ from ..shards.names import (
 )
 from ..shards.parquetshard import write_parquet
 from ..shards.tarshard import write_tar
+from ..units import progress_bar
 
 
 def check_args(formats, shard_size, encoding):

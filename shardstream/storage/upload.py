@@ -25,10 +25,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ..errors import InputError, ManifestError, ShardError, StorageError
-from ..progress import progress_bar
 from ..shards.manifest import Manifest
 from ..shards.names import MANIFEST_NAME
 from ..shards.splits import find_splits
+from ..units import progress_bar
 from . import exists, read_bytes, remove, size, write_bytes
 from .location import join, local_path
 

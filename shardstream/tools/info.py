@@ -7,11 +7,10 @@ import sys
 
 from .. import storage
 from ..errors import ManifestError
-from ..progress import progress_bar
 from ..shards.manifest import MANIFEST_NAME, Manifest, load_manifest
 from ..shards.splits import find_splits, split_hint
 from ..shards.verify import verify
-from ..units import human_bytes
+from ..units import human_bytes, progress_bar
 
 
 def _no_splits(location):
