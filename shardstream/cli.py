@@ -11,7 +11,7 @@ import os
 import sys
 
 from . import __version__, config
-from .errors import ShardstreamError
+from .errors import AccessError, ShardstreamError
 
 
 def _csv(kind):
@@ -343,7 +343,10 @@ def main(argv=None):
     try:
         rc = args.func(args)
     except ShardstreamError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        tip = ""
+        if isinstance(exc, AccessError) and "token" in vars(args) and args.token is None:
+            tip = "; here: pass --token TOKEN (an http(s) location's bearer token)"
+        print(f"error: {exc}{tip}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -172,3 +172,55 @@ def test_cache_command_and_the_first_download_notice(fmnist_shards, shard_server
     assert main(["cache", "--clear"]) == 0
     assert f"deleted {len(manifest.shards['tar'])} cached shard(s)" in capsys.readouterr().out
     assert cache_info()["shards"] == {"files": 0, "bytes": 0}
+
+
+def test_access_denied_suggests_token(fmnist_shards, http_serve, capsys):
+    srv = http_serve(fmnist_shards, token="t0k")
+    for argv in (["info", f"{srv.url}/fashion-mnist/train"], ["verify", f"{srv.url}/fashion-mnist"],
+                 ["show", f"{srv.url}/fashion-mnist/train", "-o", "never.png"]):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert "access denied (HTTP 401" in err and "pass --token TOKEN" in err, err
+    assert main(["verify", f"{srv.url}/fashion-mnist", "--token", "t0k"]) == 0
+    assert f"{srv.url}/fashion-mnist/train: OK (1000 samples" in capsys.readouterr().out
+
+
+def test_http_without_listings_is_asked_for_the_usual_split_names(fmnist_shards, http_serve,
+                                                                  monkeypatch):
+    from shardstream import storage
+    from shardstream.errors import NotFoundError
+    from shardstream.shards import find_splits
+
+    srv = http_serve(fmnist_shards)
+    base = f"{srv.url}/fashion-mnist"
+    assert find_splits(base) == [f"{base}/test", f"{base}/train"]       # by its index page
+    asked = []
+
+    def no_listing(location, storage_options=None):
+        asked.append(location)
+        raise NotFoundError(f"listing {location}: HTTP 404 (no index page)")
+
+    monkeypatch.setattr(storage, "listdir", no_listing)
+    assert find_splits(base) == [f"{base}/train", f"{base}/test"]       # by the known names
+    assert asked == [base]
+
+
+def test_cache_clear_keeps_shards_in_use(fmnist_shards, shard_server, tmp_path, monkeypatch,
+                                         capsys):
+    from shardstream.storage.cache import ShardFetcher
+    from shardstream.tools.cache import cache_info
+
+    monkeypatch.setenv("SHARDSTREAM_CACHE_DIR", str(tmp_path / "cache"))
+    loc = f"{shard_server(str(fmnist_shards))}/fashion-mnist/test"
+    manifest = load_manifest(loc)
+    fetcher = ShardFetcher(loc, manifest, "tar")
+    held = fetcher.local_file(0)                                  # pinned: in use
+    fetcher.local_file(1)
+    fetcher.release(1)
+    assert main(["cache", "--clear"]) == 0
+    out = capsys.readouterr().out
+    assert "deleted 1 cached shard(s)" in out and "; 1 in use kept" in out
+    assert os.path.exists(held)
+    assert cache_info()["shards"] == {"files": 1, "bytes": manifest.shards["tar"][0].bytes}
+    fetcher.release(0)
+    fetcher.close()
