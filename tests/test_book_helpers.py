@@ -63,16 +63,26 @@ def test_load_data_fashion_mnist_torch(fmnist_shards, raw):
 
 
 def test_load_data_fashion_mnist_tf_matches_torch(fmnist_shards):
+    import tensorflow as tf
+
     kw = dict(root=str(fmnist_shards), num_workers=0)
     tf_train, tf_test = load_data_fashion_mnist(50, resize=(32, 40), framework="tf", **kw)
     pt_train, pt_test = load_data_fashion_mnist(50, resize=(32, 40), **kw)
-    Xf, yf = next(iter(tf_train))
-    Xt, yt = next(iter(pt_train))
-    assert tuple(Xf.shape) == (50, 32, 40, 1) and Xf.dtype.name == "float32"
-    assert yf.dtype.name == "int32"                           # the book's tf.cast(y, 'int32')
-    assert np.array_equal(Xf.numpy(), Xt.numpy().transpose(0, 2, 3, 1))
-    assert np.array_equal(yf.numpy(), yt.numpy())
+    assert isinstance(tf_train, tf.data.Dataset) and isinstance(tf_test, tf.data.Dataset)
     assert (len(tf_train), len(tf_test)) == (20, 5)
+    firsts = []
+    for _epoch in range(2):                 # pass k is epoch k, in both frameworks
+        Xf, yf = next(iter(tf_train))
+        Xt, yt = next(iter(pt_train))
+        assert tuple(Xf.shape) == (50, 32, 40, 1) and Xf.dtype.name == "float32"
+        assert yf.dtype.name == "int32"                       # the book's tf.cast(y, 'int32')
+        assert np.array_equal(Xf.numpy(), Xt.numpy().transpose(0, 2, 3, 1))
+        assert np.array_equal(yf.numpy(), yt.numpy())
+        firsts.append(yf.numpy())
+    assert not np.array_equal(firsts[0], firsts[1])           # a new shuffle each pass
+    Xf, yf = next(iter(tf_test))
+    Xt, yt = next(iter(pt_test))
+    assert np.array_equal(Xf.numpy(), Xt.numpy().transpose(0, 2, 3, 1))
 
 
 def test_tf_data_module_stores_the_books_tuples(fmnist_shards, raw):

@@ -8,14 +8,18 @@ Same names, arguments and results as the book's, in PyTorch (default) and Tensor
     get_fashion_mnist_labels(y[:4])      # ['t-shirt', 'trouser', ...] as in the book
     show_images(X[:18].reshape(18, 64, 64), 2, 9, titles=get_fashion_mnist_labels(y[:18]))
 
-The iterators are :class:`~.datamodule.EpochLoader` s: each pass over ``train_iter`` is a new
-shuffled epoch (as the book's shuffled ``DataLoader`` / ``tf.data`` pipeline), ``test_iter``
-is in order, ``len()`` is the number of batches. The data comes from the shards under ``root``
+The iterators are, in PyTorch, :class:`~.datamodule.EpochLoader` s (the data module's loaders,
+iterated like the book's ``DataLoader``) and, in TensorFlow, ``tf.data.Dataset`` s as the
+book's are (``model.fit`` takes them). Each pass over ``train_iter`` is a new shuffled epoch
+(pass k = epoch k, reproducible from ``seed``; as the book's ``shuffle=True`` /
+``.shuffle(...)``), ``test_iter`` is in order, ``len()`` is the number of batches; epoch k is
+bitwise the same batches in both frameworks. The data comes from the shards under ``root``
 (converted once, see :class:`~.datamodule.FashionMNIST`).
 """
 
 from __future__ import annotations
 
+from .. import loaders
 from ..converters.datasets import DATASETS
 from .datamodule import FashionMNIST, _indices
 from .show import show_images
@@ -51,4 +55,11 @@ def load_data_fashion_mnist(batch_size, resize=None, *, framework="torch", root=
         num_workers = get_dataloader_workers()
     data = FashionMNIST(batch_size=batch_size, resize=resize, framework=framework, root=root,
                         num_workers=num_workers, **kw)
-    return data.train_dataloader(), data.val_dataloader()
+    if framework != "tf":
+        return data.train_dataloader(), data.val_dataloader()
+    common = dict(batch_size=data.batch_size, resize=data._resize, seed=data.seed,
+                  shuffle_buffer=data.shuffle_buffer, format=data.format,
+                  storage_options=data.storage_options, num_parallel=max(data.num_workers, 1))
+    train, val = data.locations
+    return (loaders.tf_dataset(train, shuffle=True, reshuffle_each_iteration=True, **common),
+            loaders.tf_dataset(val, shuffle=False, **common))
