@@ -148,3 +148,42 @@ def test_remote_root_is_never_converted_into(s3_server, capsys):
     import boto3
     client = boto3.client("s3", endpoint_url=s3_server.endpoint, region_name="us-east-1")
     assert client.list_objects_v2(Bucket="book-typo").get("KeyCount", 0) == 0
+
+
+def test_show_images_in_a_notebook_shows_once_even_after_a_semicolon(monkeypatch):
+    """The book calls ``d2l.show_images(...);`` -- the ``;`` hides the cell's result, yet the
+    figure shows (matplotlib draws at the cell's end). A stand-in for Jupyter's IPython shell
+    (IPython is not a dependency) runs the hook the way IPython does."""
+    import sys
+    import types
+
+    shown, hooks = [], []
+
+    class Shell:
+        kernel = object()
+        events = types.SimpleNamespace(register=lambda name, fn: hooks.append((name, fn)))
+
+    shell = Shell()
+    ipython = types.ModuleType("IPython")
+    ipython.get_ipython = lambda: shell
+    display_mod = types.ModuleType("IPython.display")
+    display_mod.display = shown.append
+    monkeypatch.setitem(sys.modules, "IPython", ipython)
+    monkeypatch.setitem(sys.modules, "IPython.display", display_mod)
+
+    def run_cell(semicolon):
+        pic = show_images(np.zeros((2, 4, 4), np.float32), 1, 2)
+        for name, fn in hooks:
+            assert name == "post_run_cell"
+            fn(types.SimpleNamespace(result=None if semicolon else pic))
+        return pic
+
+    pic = run_cell(semicolon=True)
+    assert shown == [pic] and len(hooks) == 1
+    run_cell(semicolon=False)          # displayed as the cell's result already: not twice
+    assert shown == [pic] and len(hooks) == 1
+    monkeypatch.setitem(sys.modules, "IPython", types.ModuleType("IPython"))
+    ipython_no_kernel = sys.modules["IPython"]
+    ipython_no_kernel.get_ipython = lambda: None    # a plain script: nothing is queued
+    run_cell(semicolon=True)
+    assert shown == [pic]
