@@ -102,7 +102,8 @@ def download_raw(spec: DatasetSpec, dest: str, mirror=None, checksums=None, prog
     sums = dict(spec.md5 if checksums is None else checksums)
     names = spec.all_files()
     todo = [f for f in names if _locate(dest, f) is None]
-    bar = progress_bar(total=len(todo), desc=f"download {spec.name}", unit="file", enabled=progress)
+    bar = progress_bar(total=len(todo), desc=f"download {spec.name} into {dest}", unit="file",
+                       enabled=progress)
     try:
         for name in todo:
             if name not in sums:
