@@ -30,6 +30,9 @@ _LAZY = {
     "CIFAR10": ("shardstream.book.datamodule", "CIFAR10"),
     "CIFAR100": ("shardstream.book.datamodule", "CIFAR100"),
     "show_images": ("shardstream.book.show", "show_images"),
+    "load_data_fashion_mnist": ("shardstream.book.d2l", "load_data_fashion_mnist"),
+    "get_fashion_mnist_labels": ("shardstream.book.d2l", "get_fashion_mnist_labels"),
+    "get_dataloader_workers": ("shardstream.book.d2l", "get_dataloader_workers"),
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

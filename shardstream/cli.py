@@ -11,7 +11,8 @@ import os
 import sys
 
 from . import __version__, config
-from .errors import InputError, ShardstreamError
+from .errors import AccessError, ShardstreamError
+from .tools import commands
 
 
 def _csv(kind):
@@ -51,119 +52,6 @@ def _remote_options(parser, token=True):
                         help="retries of a failed remote request, with back-off (default 5)")
 
 
-def _storage_options(args):
-    """The storage_options that --timeout / --retries ask for (None: the defaults)."""
-    opts = {k: getattr(args, k) for k in ("timeout", "retries") if getattr(args, k) is not None}
-    return opts or None
-
-
-# ---------------------------------------------------------------------------------------------
-# converters: synth, convert, datasets
-
-
-def cmd_synth(args):
-    from .converters.synth import synthesize
-
-    synthesize(args.dataset, args.out, num_train=args.train, num_test=args.test, seed=args.seed,
-               progress=not args.quiet)
-
-
-def cmd_convert(args):
-    if args.cluster:
-        try:
-            from .converters.cluster import convert_on_cluster
-        except ModuleNotFoundError as exc:
-            raise InputError(f"--cluster needs Dask ({exc}): pip install 'shardstream[cluster]'"
-                             ) from None
-
-        convert_on_cluster(args.dataset, args.out, cluster=args.cluster, source=args.source,
-                           raw=args.raw, formats=tuple(args.format), shard_size=args.shard_size,
-                           encoding=args.encoding, overwrite=args.overwrite, name=args.name,
-                           progress=not args.quiet)
-        return
-    from .converters.convert import convert
-
-    convert(args.dataset, args.out, source=args.source, raw=args.raw, formats=tuple(args.format),
-            shard_size=args.shard_size, encoding=args.encoding, overwrite=args.overwrite,
-            name=args.name, progress=not args.quiet, label=args.label, classes=args.classes,
-            size=args.size)
-
-
-def cmd_datasets(args):
-    from .converters.datasets import print_datasets
-
-    print_datasets(as_json=args.json)
-
-
-# ---------------------------------------------------------------------------------------------
-# shards: info, verify, upload, serve
-
-
-def cmd_info(args):
-    from .tools.info import print_info
-
-    print_info(args.location, as_json=args.json, token=args.token,
-               storage_options=_storage_options(args))
-
-
-def cmd_verify(args):
-    from .tools.info import verify_command
-
-    return verify_command(args.location, quiet=args.quiet, token=args.token,
-                          storage_options=_storage_options(args))
-
-
-def cmd_upload(args):
-    from .storage.upload import upload
-
-    report = upload(args.src, args.dest, progress=not args.quiet, jobs=args.jobs,
-                    storage_options=_storage_options(args))
-    print(report.summary())
-
-
-def cmd_serve(args):
-    from .server.run import serve
-
-    return serve(args.root, host=args.host, port=args.port, token=args.token, quiet=args.quiet)
-
-
-def cmd_serve_batches(args):
-    from .service.app import serve_batches
-
-    return serve_batches(args.root, host=args.host, port=args.port, token=args.token,
-                         workers=args.workers, cache_memory=args.cache_memory, quiet=args.quiet)
-
-
-# ---------------------------------------------------------------------------------------------
-# loaders: show, bench, demo
-
-
-def cmd_show(args):
-    from .book.show import show_command
-
-    show_command(args.location, out=args.output, rows=args.rows, cols=args.cols,
-                 random=args.random, seed=args.seed, resize=args.resize, scale=args.scale,
-                 token=args.token, storage_options=_storage_options(args))
-
-
-def cmd_bench(args):
-    from .tools.bench import bench_command
-
-    bench_command(args.location, frameworks=args.framework, batch_sizes=args.batch_size,
-                  workers=args.workers, epochs=args.epochs, resize=args.resize,
-                  format=args.format, profile=args.profile, as_json=args.json, token=args.token,
-                  storage_options=_storage_options(args))
-
-
-def cmd_demo(args):
-    from .tools.demo import demo
-
-    demo(out=args.out, quick=args.quick)
-
-
-# ---------------------------------------------------------------------------------------------
-
-
 def build_parser():
     p = argparse.ArgumentParser(
         prog="shardstream",
@@ -187,7 +75,7 @@ def build_parser():
     s.add_argument("--test", type=int, default=None, help="test samples (default 10000)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    s.set_defaults(func=cmd_synth)
+    s.set_defaults(func=commands.cmd_synth)
 
     s = sub.add_parser("convert", help="convert a raw dataset into tar + Parquet shards",
                        description="Convert a raw dataset into <out>/<dataset>/<split>/ with tar "
@@ -209,8 +97,12 @@ def build_parser():
                    help="webdataset / parquet: comma-separated class names for labels 0, 1, .. "
                         "(default the source's metadata, else the numbers)")
     s.add_argument("--size", type=_size, default=None,
-                   help="webdataset / parquet: resize images of another size to HxW (PIL "
-                        "bilinear) instead of refusing them, e.g. 32 or 32x24")
+                   help="imagefolder / webdataset / parquet: resize images of another size to "
+                        "HxW at conversion (PIL BILINEAR) instead of refusing them, e.g. 32 or "
+                        "32x24")
+    s.add_argument("--skip-bad", action="store_true",
+                   help="imagefolder: leave unreadable or odd images out (listed in the "
+                        "manifest's source.skipped) instead of refusing the folder")
     s.add_argument("--format", type=_csv(str), default=["tar", "parquet"],
                    help="comma-separated shard formats: tar, parquet (default both)")
     s.add_argument("--shard-size", type=int, default=10000,
@@ -227,17 +119,25 @@ def build_parser():
                         "(tcp://host:8786) or local:N (N local worker processes); needs "
                         "pip install 'shardstream[cluster]' (docs/distributed.md)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    s.set_defaults(func=cmd_convert)
+    _remote_options(s)   # a remote webdataset / parquet SOURCE
+    s.set_defaults(func=commands.cmd_convert)
 
-    s = sub.add_parser("datasets", help="list the datasets shardstream can convert")
+    s = sub.add_parser("datasets", help="list the datasets shardstream can convert",
+                       description="List the datasets `shardstream convert` knows (name, "
+                                   "classes, image size, samples, where the raw files come "
+                                   "from) and the source kinds (imagefolder, webdataset, "
+                                   "parquet).")
     s.add_argument("--json", action="store_true", help="print JSON")
-    s.set_defaults(func=cmd_datasets)
+    s.set_defaults(func=commands.cmd_datasets)
 
-    s = sub.add_parser("info", help="describe a converted split (samples, classes, shards, bytes)")
+    s = sub.add_parser("info", help="describe a converted split (samples, classes, shards, bytes)",
+                       description="Describe a converted split: samples, classes with counts, "
+                                   "shards per format, bytes, encoding, image shape, synthetic "
+                                   "or real. A dataset folder or root lists its splits.")
     s.add_argument("location", help="a split's location, e.g. shards/fashion-mnist/train")
     s.add_argument("--json", action="store_true", help="print the manifest summary as JSON")
     _remote_options(s)
-    s.set_defaults(func=cmd_info)
+    s.set_defaults(func=commands.cmd_info)
 
     s = sub.add_parser("verify",
                        help="check every shard's sha256 and sample count against the manifest",
@@ -247,16 +147,20 @@ def build_parser():
     s.add_argument("location", help="a split's location, or a folder of datasets")
     s.add_argument("-q", "--quiet", action="store_true", help="print problems only")
     _remote_options(s)
-    s.set_defaults(func=cmd_verify)
+    s.set_defaults(func=commands.cmd_verify)
 
     s = sub.add_parser("upload",
-                       help="copy a conversion to another location, verified and restartable")
+                       help="copy a conversion to another location, verified and restartable",
+                       description="Copy a local conversion (a split, a dataset or a root) to "
+                                   "another location, e.g. s3://bucket/datasets: shards first, "
+                                   "each verified, manifests last; a re-run skips what is "
+                                   "there.")
     s.add_argument("src", help="local folder of converted data (a split, a dataset or a root)")
     s.add_argument("dest", help="destination location, e.g. s3://bucket/datasets")
     s.add_argument("--jobs", type=int, default=4, help="parallel uploads (default 4)")
     _remote_options(s, token=False)
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    s.set_defaults(func=cmd_upload)
+    s.set_defaults(func=commands.cmd_upload)
 
     s = sub.add_parser("serve", help="serve a folder of shards over HTTP",
                        description="Serve converted shards read-only over HTTP (GET/HEAD, byte "
@@ -271,7 +175,7 @@ def build_parser():
     s.add_argument("--token", default=config.token(),
                    help="require 'Authorization: Bearer TOKEN' (default $SHARDSTREAM_TOKEN)")
     s.add_argument("-q", "--quiet", action="store_true", help="no access log")
-    s.set_defaults(func=cmd_serve)
+    s.set_defaults(func=commands.cmd_serve)
 
     s = sub.add_parser("serve-batches",
                        help="compute ready batches for trainers (torch_loader/tf_dataset "
@@ -297,42 +201,69 @@ def build_parser():
                    help="decoded shards kept in memory for all requests (default 1GiB)")
 
     s.add_argument("-q", "--quiet", action="store_true", help="no access log")
-    s.set_defaults(func=cmd_serve_batches)
+    s.set_defaults(func=commands.cmd_serve_batches)
 
-    s = sub.add_parser("show", help="draw a batch as a PNG grid with its text labels")
+    s = sub.add_parser("show", help="draw a batch as a PNG grid with its text labels",
+                       description="Draw the first (or a random) batch of a split, exactly as "
+                                   "the loaders deliver it, as a grid of images with their "
+                                   "class names; writes a PNG (or JPEG for .jpg), no display "
+                                   "needed.")
     s.add_argument("location", help="a split's location")
-    s.add_argument("-o", "--output", default="batch.png", help="PNG to write (default batch.png)")
-    s.add_argument("--rows", type=int, default=2)
-    s.add_argument("--cols", type=int, default=8)
+    s.add_argument("-o", "--output", default="batch.png",
+                   help="picture to write: .png, or .jpg / .jpeg for JPEG (default batch.png)")
+    s.add_argument("--rows", type=int, default=2, help="rows of images (default 2)")
+    s.add_argument("--cols", type=int, default=8, help="images per row (default 8)")
     s.add_argument("--random", action="store_true", help="a shuffled batch instead of the first")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0,
+                   help="shuffle seed of --random (default 0: the loaders' seed=0 epoch 0)")
     s.add_argument("--resize", type=_size, default=None, help="resize first, e.g. 32 or 32x24")
     s.add_argument("--scale", type=float, default=1.5, help="size of each image (default 1.5)")
     _remote_options(s)
-    s.set_defaults(func=cmd_show)
+    s.set_defaults(func=commands.cmd_show)
 
     s = sub.add_parser("bench",
-                       help="time epochs through the torch and tf loaders (D2L 4.2's experiment)")
+                       help="time epochs through the torch and tf loaders (D2L 4.2's experiment)",
+                       description="Time `for X, y in loader: continue` over a split, per "
+                                   "framework, batch size and worker count; prints the median "
+                                   "epoch and samples/s (a progress line per epoch on stderr).")
     s.add_argument("location", help="a split's location")
     s.add_argument("--framework", type=_csv(str), default=["torch", "tf"], help="torch,tf")
     s.add_argument("--batch-size", type=_csv(int), default=[64], help="e.g. 1,64,256")
     s.add_argument("--workers", type=_csv(int), default=[0],
                    help="e.g. 0,2: torch DataLoader workers; for tf, num_parallel=max(W, 1)")
     s.add_argument("--epochs", type=int, default=3, help="epochs per row; the median is reported")
-    s.add_argument("--resize", type=_size, default=None)
+    s.add_argument("--resize", type=_size, default=None,
+                   help="resize in the loader, e.g. 32 or 32x24 (default none)")
     s.add_argument("--format", default="auto", help="tar, parquet or auto")
     s.add_argument("--profile", action="store_true",
                    help="break the time down into read / decode / resize / framework handoff")
     s.add_argument("--json", action="store_true", help="print JSON rows")
     _remote_options(s)
-    s.set_defaults(func=cmd_bench)
+    s.set_defaults(func=commands.cmd_bench)
 
     s = sub.add_parser("demo",
-                       help="offline end-to-end demo: synth, convert, stream, compare, time, draw")
+                       help="offline end-to-end demo: synth, convert, stream, compare, time, draw",
+                       description="Offline end to end: the full 70,000 Fashion-MNIST images "
+                                   "(the real ones when already on this machine, else a "
+                                   "synthetic stand-in of 60,000 + 10,000), converted, streamed "
+                                   "through "
+                                   "torch and tf.data, batches checked identical, "
+                                   "an epoch timed against the book's pipelines, a batch drawn.")
     s.add_argument("--out", default="shardstream-demo",
                    help="working folder (default ./shardstream-demo)")
-    s.add_argument("--quick", action="store_true", help="a small dataset (for tests)")
-    s.set_defaults(func=cmd_demo)
+    s.add_argument("--quick", action="store_true",
+                   help="a synthetic stand-in of 1,500 + 300 images instead of the full 70,000 "
+                        "(seconds instead of minutes; for tests)")
+    s.set_defaults(func=commands.cmd_demo)
+
+    s = sub.add_parser("cache", help="show (or clear) the shard cache: location, size, limit",
+                       description="Show where remote shards are cached ($SHARDSTREAM_CACHE_DIR"
+                                   " or the user cache folder), how much it holds and its "
+                                   "limit; --clear deletes the cached shards no process uses.")
+    s.add_argument("--clear", action="store_true",
+                   help="delete the cached shards (those in use are kept)")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=commands.cmd_cache)
     return p
 
 
@@ -342,7 +273,10 @@ def main(argv=None):
     try:
         rc = args.func(args)
     except ShardstreamError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        tip = ""
+        if isinstance(exc, AccessError) and "token" in vars(args) and args.token is None:
+            tip = "; here: pass --token TOKEN (an http(s) location's bearer token)"
+        print(f"error: {exc}{tip}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -32,3 +32,8 @@ class NotFoundError(StorageError):
 
 class ServiceError(ShardstreamError):
     """The batch service could not deliver: every server failed, or they refused the request."""
+
+
+class AccessError(NotFoundError):
+    """Access to a location was denied (HTTP 401/403, S3 AccessDenied / bad credentials): the
+    location may well exist; the token or credentials are wrong or missing."""

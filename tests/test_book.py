@@ -93,7 +93,7 @@ def test_text_labels_and_visualize(data):
 def test_tf_framework_gives_the_same_data(data, fmnist_shards):
     import tensorflow as tf
     tfdata = FashionMNIST(batch_size=64, resize=(32, 32), root=str(fmnist_shards), framework="tf")
-    image, label = tfdata.train[5]
+    image, label = tfdata.train.dataset[5]
     assert isinstance(image, tf.Tensor) and tuple(image.shape) == (32, 32, 1)
     assert np.array_equal(image.numpy(), data.train[5][0].numpy().transpose(1, 2, 0))
     assert label == data.train[5][1]

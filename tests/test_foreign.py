@@ -284,11 +284,15 @@ def test_options_that_do_not_fit(tmp_path, capsys):
     for argv, text in [
         (["convert", "webdataset", str(tmp_path / "out")], "needs its source location"),
         (["convert", "mnist", str(tmp_path / "out"), "--size", "4x4"], "--classes and --size "
-                                                                      "are for webdataset"),
+                                                                      "are for image folders"),
         (["convert", "webdataset", "x", str(tmp_path / "out"), "--label", "y"],
          "a webdataset sample's label is its .cls member"),
         (["convert", "imagefolder", "x", str(tmp_path / "out"), "--classes", "a"],
-         "--label, --classes and --size are for webdataset and parquet"),
+         "--label and --classes are for webdataset and parquet"),
+        (["convert", "mnist", str(tmp_path / "out"), "--skip-bad"],
+         "--skip-bad is for image folders"),
+        (["convert", "mnist", str(tmp_path / "out"), "--token", "t"],
+         "--token (and --timeout, --retries) are for a remote webdataset"),
     ]:
         assert main(argv) == 1
         assert text in capsys.readouterr().err

@@ -213,7 +213,8 @@ def test_info_errors(make_split, tmp_path, capsys):
     make_split("b")
     assert main(["info", str(tmp_path)]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "is not a split but holds 2" in err
+    assert err.startswith("error: ") and "is a dataset folder, not a split: pass " in err
+    assert f"{tmp_path / 'a'} or {tmp_path / 'b'}" in err
     assert main(["info", str(tmp_path / "nothing")]) == 1
     assert "is not a finished conversion" in capsys.readouterr().err
 

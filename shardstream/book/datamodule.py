@@ -10,9 +10,17 @@ The chapter's ``d2l.FashionMNIST(batch_size=64, resize=(28, 28))`` with the same
     data.visualize((X, y))
 
 ``root`` is a location (a folder, ``http(s)://``, ``s3://``) holding ``<dataset>/train`` and
-``<dataset>/test`` as written by ``shardstream convert``; when it is a folder without them the
-module converts the raw dataset once (from files found on this machine, or downloaded). ``val``
-is the test split, as in the chapter.
+``<dataset>/test`` as written by ``shardstream convert``; when it is a *local* folder without
+them the module converts the raw dataset once, from raw files in ``root`` itself or in the
+book's layout ``root/FashionMNIST/raw`` (what ``torchvision.datasets.FashionMNIST(root=
+"../data")`` leaves), else from the usual places, else downloaded. A remote root is never
+converted into: a missing conversion there is an error (so a typo'd ``s3://`` root writes
+nothing), and a denied one (HTTP 401/403, S3 AccessDenied) an :class:`AccessError` naming it
+(``token=`` is the bearer token of an http(s) root). ``val`` is the ``val`` (``valid``,
+``validation``) split when there is one, else ``test`` (the chapter's choice); a dataset of
+one split (an image folder) gets a deterministic validation split with ``val_fraction=``
+(:mod:`.carve`). With ``framework="tf"``, ``data.train`` and ``data.val`` are the book's
+``(images, labels)`` pairs (:mod:`.arrays`): ``len(data.train[0])`` is 60000.
 
 Framework tensors are made by the adapters (:mod:`.torch_loader`, :mod:`.tf_loader`); this
 module imports neither framework.
@@ -27,19 +35,20 @@ import numpy as np
 from .. import storage
 from ..converters.convert import convert
 from ..converters.datasets import DATASETS
-from ..errors import InputError, NotFoundError
+from ..converters.fetch import raw_in
+from ..errors import AccessError, InputError, NotFoundError
 from ..loaders.execute import open_stream
 from ..loaders.options import check_resize
 from ..loaders.plan import plan_epoch
 from ..loaders.resize import to_float
 from ..shards.names import MANIFEST_NAME
+from .arrays import book_split
+from .carve import VAL_SPLITS, carve_validation
 from .show import show_images
 
 FRAMEWORKS = ("torch", "tf")
 #: decoded shards kept by a map-style dataset (random access reads whole shards)
 SHARD_CACHE = 2
-#: the split that plays the chapter's ``val``
-VAL_SPLIT = "test"
 
 
 def _image_tensor(framework, image):
@@ -136,7 +145,7 @@ class EpochLoader:
         self.train = train
         self.epoch = 0
         self._torch = None
-        location = module._location("train" if train else VAL_SPLIT)
+        location = module.locations[0 if train else 1]
         kw = dict(batch_size=module.batch_size, resize=module._resize, shuffle=train,
                   shuffle_buffer=module.shuffle_buffer, seed=module.seed, format=module.format,
                   storage_options=module.storage_options)
@@ -148,7 +157,7 @@ class EpochLoader:
             self._len = len(self._torch)
         else:
             self.loader(0)  # checks the arguments now, as the torch loader does
-            sizes = (module.train if train else module.val).manifest.shard_sizes
+            sizes = module.datasets[0 if train else 1].manifest.shard_sizes
             self._len = plan_epoch(sizes, batch_size=module.batch_size, shuffle=False).num_batches
 
     def loader(self, epoch):
@@ -182,16 +191,18 @@ class DataModule:
     Arguments: ``name`` (``"fashion-mnist"``, ``"mnist"``, ``"kmnist"``, ``"cifar-10"``,
     ``"cifar-100"`` or any converted dataset's name), ``batch_size``, ``resize`` ((h, w);
     ``None`` or the stored size = no resize), ``root`` (location holding ``<name>/train`` and
-    ``<name>/test``), ``framework``
+    a validation split: ``val``, ``valid``, ``validation`` or ``test``), ``framework``
     (``"torch"`` or ``"tf"``), ``num_workers`` (DataLoader workers; tf: parallel readers),
     ``seed``, ``shuffle_buffer`` (samples; see docs/determinism.md), ``format`` (``"auto"``,
     ``"tar"``, ``"parquet"``), ``raw`` (folder of raw files for the one-time conversion),
-    ``storage_options`` (remote roots).
+    ``storage_options`` (remote roots), ``token`` (bearer token of an http(s) root),
+    ``val_fraction`` (a dataset with only ``train``: carve this fraction of it into a
+    validation split, deterministically from ``seed``; see :mod:`.carve`).
     """
 
     def __init__(self, name, batch_size=64, resize=None, root="shards", framework="torch",
                  num_workers=0, seed=0, shuffle_buffer=10_000, format="auto", raw=None,
-                 storage_options=None):
+                 storage_options=None, token=None, val_fraction=None):
         if framework not in FRAMEWORKS:
             raise InputError(f"framework={framework!r}: choose 'torch' or 'tf'")
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
@@ -203,41 +214,72 @@ class DataModule:
         self.name, self.root, self.framework = name, str(root), framework
         self.batch_size, self.num_workers = int(batch_size), int(num_workers)
         self.seed, self.shuffle_buffer, self.format = seed, shuffle_buffer, format
-        self.storage_options = storage_options
+        self.storage_options = storage.with_token(self.root, storage_options, token)
         self.resize = check_resize(resize)
         self._ensure_converted(raw)
-        self.train = SplitDataset(self._location("train"), resize=self.resize,
-                                  framework=framework, format=format,
-                                  storage_options=storage_options)
-        self.val = SplitDataset(self._location(VAL_SPLIT), resize=self.resize,
-                                framework=framework, format=format,
-                                storage_options=storage_options)
-        self.classes = tuple(self.train.manifest.classes)
-        self._resize = self.train.resize
+        self.locations = self._splits(val_fraction)
+        self.datasets = tuple(SplitDataset(loc, resize=self.resize, framework=framework,
+                                           format=format, storage_options=self.storage_options)
+                              for loc in self.locations)
+        if framework == "tf":   # the book's TF tab: (images, labels) pairs
+            self.train, self.val = (book_split(d) for d in self.datasets)
+        else:
+            self.train, self.val = self.datasets
+        self.classes = tuple(self.datasets[0].manifest.classes)
+        self._resize = self.datasets[0].resize
 
     def _location(self, split):
         return storage.join(self.root, self.name, split)
 
-    def _converted(self):
-        for split in ("train", VAL_SPLIT):
-            where = storage.join(self._location(split), MANIFEST_NAME)
-            try:
-                if not storage.exists(where, storage_options=self.storage_options):
-                    return False
-            except NotFoundError:
-                return False
-        return True
+    def _has(self, split):
+        """True when ``split`` of the dataset has a manifest; an :class:`AccessError` (denied,
+        not absent) is raised, naming the root."""
+        where = storage.join(self._location(split), MANIFEST_NAME)
+        try:
+            return storage.exists(where, storage_options=self.storage_options)
+        except AccessError as exc:
+            raise AccessError(f"root={self.root!r}: access denied reading {where}; pass the "
+                              f"token (token=..., or $SHARDSTREAM_TOKEN) or the credentials "
+                              f"it needs ({exc})") from None
+        except NotFoundError:
+            return False
+
+    def _splits(self, val_fraction):
+        """(train location, validation location) (see the module doc)."""
+        val = next((s for s in VAL_SPLITS if self._has(s)), None)
+        if val_fraction is None:
+            if val is None:
+                raise NotFoundError(
+                    f"{self._location('train')} has no validation split next to it (none of "
+                    f"{', '.join(VAL_SPLITS)}); pass val_fraction=0.1 to carve one out of "
+                    f"train")
+            return self._location("train"), self._location(val)
+        if val is not None:
+            raise InputError(f"val_fraction={val_fraction!r}: {self.name} already has a "
+                             f"validation split ({self._location(val)}); leave val_fraction "
+                             f"out")
+        return carve_validation(self.root, self.name, val_fraction, seed=self.seed,
+                                storage_options=self.storage_options)
 
     def _ensure_converted(self, raw):
-        """Convert ``name`` into ``root`` once, when ``root`` does not hold it yet."""
-        if self._converted():
+        """Convert ``name`` into the local folder ``root`` once, when it does not hold it."""
+        if self._has("train"):
             return
+        if storage.is_remote(self.root):
+            raise NotFoundError(
+                f"root={self.root!r} holds no converted {self.name} (no "
+                f"{storage.join(self._location('train'), MANIFEST_NAME)}); shardstream converts "
+                f"automatically only into a local folder: check root= for a typo, or convert "
+                f"locally and copy it there (`shardstream convert {self.name} DIR`, then "
+                f"`shardstream upload DIR/{self.name} {storage.join(self.root, self.name)}`)")
         if self.name not in DATASETS:
             raise NotFoundError(
                 f"{self._location('train')} holds no converted data for {self.name!r}, and "
                 f"{self.name!r} is not a dataset shardstream can fetch ({', '.join(DATASETS)}); "
                 f"convert it first (`shardstream convert imagefolder DIR {self.root}`) or check "
                 f"root=")
+        if raw is None and raw_in(DATASETS[self.name], storage.local_path(self.root)):
+            raw = storage.local_path(self.root)     # the book's root="../data" layout
         print(f"{self.root} has no converted {self.name}; converting it once "
               f"(`shardstream convert {self.name} {self.root}`) ...")
         convert(self.name, self.root, raw=raw)  # its error says where it looked, what to do

@@ -9,7 +9,9 @@ the loaders deliver it, drawn with its text labels and written to a PNG without 
 
 from __future__ import annotations
 
+import importlib
 import io
+import sys
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -85,8 +87,9 @@ def show_images(imgs, num_rows, num_cols, titles=None, scale=1.5):
     ``num_cols * round(100 * scale)`` pixels wide and ``num_rows`` cells (plus a title line when
     ``titles`` are given) high.
 
-    Returns a :class:`PIL.Image.Image` (RGB): displayed inline in Jupyter; ``.save(path)``
-    writes it.
+    Returns a :class:`PIL.Image.Image` (RGB); ``.save(path)`` writes it. In a Jupyter notebook
+    it is shown when the cell ends, as the book's matplotlib figure is -- also after the book's
+    ``show_images(...);`` with its trailing ``;`` -- and once only.
     """
     num_rows, num_cols = int(num_rows), int(num_cols)
     if num_rows < 1 or num_cols < 1:
@@ -120,13 +123,68 @@ def show_images(imgs, num_rows, num_cols, titles=None, scale=1.5):
             text = _fit(draw, titles[i], font, cell - 2 * pad)
             draw.text((x0 + cell / 2, top + size[1] + 2 * pad), text, fill=TEXT, font=font,
                       anchor="mt")
+    _draw_in_notebook(canvas)
     return canvas
+
+
+#: ``show -o`` file extensions -> Pillow format
+PICTURE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+
+
+#: pictures drawn by show_images in the running notebook cell, shown when the cell ends
+_PENDING = []
+_HOOKED = set()
+
+
+def _notebook_shell():
+    """The running Jupyter kernel's IPython shell, or None (a script, a terminal IPython).
+    Found through ``sys.modules``: shardstream never imports IPython itself."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return shell if shell is not None and hasattr(shell, "kernel") else None
+
+
+def _show_after_cell(result):
+    """IPython ``post_run_cell`` hook: show the pictures the cell drew, unless the cell's own
+    result (its last expression, displayed already) is that picture."""
+    pending, _PENDING[:] = list(_PENDING), []
+    display = importlib.import_module("IPython.display").display
+    for picture in pending:
+        if picture is not getattr(result, "result", None):
+            display(picture)
+
+
+def _draw_in_notebook(picture):
+    """In a notebook, show ``picture`` at the end of the cell as matplotlib's inline backend
+    does, so the book's ``show_images(...);`` (trailing ``;``) shows the grid too."""
+    shell = _notebook_shell()
+    if shell is None:
+        return
+    if id(shell) not in _HOOKED:
+        shell.events.register("post_run_cell", _show_after_cell)
+        _HOOKED.add(id(shell))
+    _PENDING.append(picture)
 
 
 def png_bytes(image):
     """The PNG encoding of a PIL image (deterministic: no timestamps in Pillow's PNG writer)."""
     buf = io.BytesIO()
     image.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def picture_bytes(image, out):
+    """``image`` encoded as the extension of ``out`` asks: ``.png`` (PNG), ``.jpg`` / ``.jpeg``
+    (JPEG, quality 95); any other extension is an :class:`InputError` saying which work."""
+    ext = ("." + str(out).rsplit(".", 1)[-1].lower()) if "." in str(out) else ""
+    fmt = PICTURE_FORMATS.get(ext)
+    if fmt is None:
+        raise InputError(f"-o {out}: cannot tell the picture format from {ext or 'no extension'};"
+                         f" name the file .png, .jpg or .jpeg")
+    if fmt == "PNG":
+        return png_bytes(image)
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=95)
     return buf.getvalue()
 
 
@@ -151,16 +209,18 @@ def first_batch(location, count, *, random=False, seed=0, resize=None, format="a
 def show_command(location, out="batch.png", rows=2, cols=8, random=False, seed=0, resize=None,
                  scale=1.5, token=None, storage_options=None):
     """``shardstream show``: draw a batch of ``rows * cols`` images of the split at ``location``
-    with their class names under them, write the PNG to ``out`` atomically (temp file + rename)
+    with their class names under them, write the picture (PNG, or JPEG for ``.jpg``) to ``out``
+    atomically (temp file + rename)
     and print its path. Returns the path."""
     if rows < 1 or cols < 1:
         raise InputError(f"--rows {rows} --cols {cols}: both must be at least 1")
+    picture_bytes(Image.new("RGB", (1, 1)), out)    # a bad extension: refused before reading
     images, labels, manifest = first_batch(location, rows * cols, random=random, seed=seed,
                                            resize=resize, token=token,
                                            storage_options=storage_options)
     titles = [manifest.classes[int(y)] for y in labels]
     picture = show_images(images, rows, cols, titles=titles, scale=scale)
-    write_bytes(out, png_bytes(picture))
+    write_bytes(out, picture_bytes(picture, out))
     which = f"a random batch (seed {seed})" if random else "the first batch"
     print(f"wrote {out}: {which} of {location}, {len(labels)} images "
           f"({picture.width}x{picture.height} pixels)")

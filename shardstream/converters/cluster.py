@@ -42,7 +42,15 @@ from ..shards.manifest import MANIFEST_NAME
 from .convert import load_raw
 from .datasets import SPLITS, get_spec
 from .fetch import find_raw
-from .imagefolder import dataset_name, file_record, first_image, read_images, scan, source_record
+from .imagefolder import (
+    dataset_name,
+    file_record,
+    first_image,
+    problems_report,
+    read_images,
+    scan,
+    source_record,
+)
 from .writer import (
     begin_split,
     check_args,
@@ -191,7 +199,9 @@ def _idx_splits(client, dataset, out, raw, name, formats, shard_size, encoding, 
 def _folder_splits(client, folder, out, name, formats, shard_size, encoding, overwrite,
                    progress, storage_options):
     dataset = dataset_name(folder, name)
-    found, classes = scan(folder, storage_options)
+    found, classes, problems = scan(folder, storage_options)
+    if problems:    # --skip-bad is for the conversion in one process
+        raise InputError(problems_report(folder, problems))
     planned = {}
     for split, items in found.items():  # refuse before writing anything
         first = first_image(items, storage_options)

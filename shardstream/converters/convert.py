@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+from .. import storage
 from ..errors import InputError
 from ..shards.names import FORMATS
 from .cifar import check_label, load_cifar
@@ -78,7 +79,8 @@ def load_raw(spec, paths) -> tuple[dict, dict]:
     return data, mark_synthetic(sources, paths)
 
 
-def _check_options(dataset, source, raw, label, classes, size):
+def _check_options(dataset, source, raw, label, classes, size, skip_bad=False,
+                   remote_options=None):
     """Refuse the options that do not go with ``dataset`` (one line saying which do)."""
     if dataset in SOURCES:
         if source is None:
@@ -93,12 +95,17 @@ def _check_options(dataset, source, raw, label, classes, size):
         get_spec(dataset)  # an unknown name: say so first
         raise InputError(f"unexpected argument {source!r}: `shardstream convert {dataset} OUT` "
                          f"takes one folder (the output); give the raw files with --raw DIR")
-    if dataset == "imagefolder" and (label, classes, size) != (None, None, None):
-        raise InputError("--label, --classes and --size are for webdataset and parquet "
-                         "sources (and --label for cifar-100)")
+    if dataset == "imagefolder" and (label, classes) != (None, None):
+        raise InputError("--label and --classes are for webdataset and parquet sources (and "
+                         "--label for cifar-100); an image folder's classes are its folders")
     if dataset not in SOURCES and (classes is not None or size is not None):
-        raise InputError(f"--classes and --size are for webdataset and parquet sources; "
-                         f"{dataset} has its own classes and image size")
+        raise InputError(f"--classes and --size are for image folders, webdataset and parquet "
+                         f"sources; {dataset} has its own classes and image size")
+    if dataset != "imagefolder" and skip_bad:
+        raise InputError("--skip-bad is for image folders")
+    if dataset not in ("webdataset", "parquet") and remote_options:
+        raise InputError(f"--token (and --timeout, --retries) are for a remote webdataset or "
+                         f"parquet source; {dataset} reads local files")
     if dataset == "webdataset" and label is not None:
         raise InputError("--label names a Parquet column (or cifar-100's fine/coarse); a "
                          "webdataset sample's label is its .cls member")
@@ -106,7 +113,8 @@ def _check_options(dataset, source, raw, label, classes, size):
 
 def convert(dataset: str, out: str, source=None, raw=None, formats=FORMATS,
             shard_size: int = 10000, encoding: str = "npy", overwrite: bool = False,
-            name=None, progress: bool = True, label=None, classes=None, size=None) -> list:
+            name=None, progress: bool = True, label=None, classes=None, size=None,
+            skip_bad: bool = False, token=None, storage_options=None) -> list:
     """Convert ``dataset`` into ``<out>/<name or dataset>/<split>/`` for each split; returns the
     manifests (train, test, ...).  ``shardstream datasets`` lists what ``dataset`` may be: a
     downloadable dataset (``fashion-mnist``, ``mnist``, ``kmnist``, ``cifar-10``,
@@ -120,20 +128,27 @@ def convert(dataset: str, out: str, source=None, raw=None, formats=FORMATS,
     CIFAR-100's coarse labels, or the source folder's name).  ``label``: ``"fine"``/``"coarse"``
     (cifar-100) or the label column (parquet); ``classes``: class names (webdataset, parquet;
     default the source's metadata); ``size``: (H, W) to resize every image of another size to
-    at conversion (webdataset, parquet; PIL bilinear), else they must be one size.
+    at conversion (imagefolder, webdataset, parquet; PIL bilinear), else they must be one
+    size; ``skip_bad``: leave an image folder's bad files out (listed in the manifests'
+    ``source["skipped"]``) instead of refusing it; ``token`` / ``storage_options``: reading a
+    remote webdataset / parquet source (the token is bound to the source's origin).
     """
     t0 = time.perf_counter()
     formats = check_args(formats, shard_size, encoding)
     out = os.fspath(out)
-    _check_options(dataset, source, raw, label, classes, size)
+    _check_options(dataset, source, raw, label, classes, size, skip_bad, storage_options or token)
+    if dataset in ("webdataset", "parquet"):
+        storage_options = storage.with_token(os.fspath(source), storage_options, token)
     kw = dict(formats=formats, shard_size=shard_size, encoding=encoding, overwrite=overwrite,
               progress=progress)
     if dataset == "imagefolder":
-        manifests = convert_imagefolder(source, out, name=name, **kw)
+        manifests = convert_imagefolder(source, out, name=name, size=size, skip_bad=skip_bad,
+                                        **kw)
     elif dataset in ("webdataset", "parquet"):
         out_name, data, names, sources = load_foreign(dataset, source, name=name, label=label,
                                                       classes=classes, size=size,
-                                                      progress=progress)
+                                                      progress=progress,
+                                                      storage_options=storage_options)
         manifests = write_splits(out, out_name, data, names, sources, **kw)
     else:
         spec = get_spec(dataset)

@@ -25,10 +25,9 @@ from __future__ import annotations
 import hashlib
 import os
 
-from tqdm import tqdm
-
 from .. import config, storage
 from ..errors import InputError, ShardstreamError
+from ..units import progress_bar
 from .datasets import SPLITS, DatasetSpec
 
 
@@ -78,6 +77,13 @@ def _in_folder(spec: DatasetSpec, folder: str):
     return (None if missing else found), list(dict.fromkeys(missing))
 
 
+def raw_in(spec: DatasetSpec, folder) -> bool:
+    """True when ``folder`` itself or its torchvision layout (``folder/FashionMNIST/raw``, as
+    the book's ``root="../data"`` leaves it) holds all the raw files of ``spec``; that folder
+    then works as ``raw_dir`` of :func:`find_raw`."""
+    return any(_in_folder(spec, d)[0] is not None for d in candidate_dirs(spec, folder))
+
+
 def _md5(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
@@ -96,7 +102,8 @@ def download_raw(spec: DatasetSpec, dest: str, mirror=None, checksums=None, prog
     sums = dict(spec.md5 if checksums is None else checksums)
     names = spec.all_files()
     todo = [f for f in names if _locate(dest, f) is None]
-    bar = tqdm(total=len(todo), desc=f"download {spec.name}", unit="file", disable=not progress)
+    bar = progress_bar(total=len(todo), desc=f"download {spec.name} into {dest}", unit="file",
+                       enabled=progress)
     try:
         for name in todo:
             if name not in sums:

@@ -24,10 +24,10 @@ import re
 import sys
 
 import numpy as np
-from tqdm import tqdm
 
 from .. import storage
-from ..errors import InputError, ShardstreamError
+from ..errors import AccessError, InputError, ShardstreamError
+from ..units import progress_bar
 from .hfsource import read_rows
 from .images import ImageStack, decode_image
 from .wdsource import read_samples
@@ -51,6 +51,9 @@ def find_files(kind: str, src: str, storage_options=None) -> dict:
         return {split_of(src.rstrip("/").rsplit("/", 1)[-1]): [src]}
     try:
         names = storage.listdir(src, storage_options=storage_options)
+    except AccessError as exc:
+        raise AccessError(f"{exc}; for an http(s) source pass --token (token=) or set "
+                          f"$SHARDSTREAM_TOKEN") from None
     except ShardstreamError as exc:
         raise InputError(f"{src}: cannot list the {kind} files ({exc}); give "
                          f"a folder, http(s):// or s3:// prefix holding them, or one file") \
@@ -127,8 +130,8 @@ def load_foreign(kind: str, src, *, name=None, label=None, classes=None, size=No
     hint = "pass --size HxW to resize them all at conversion (PIL bilinear), or remove it"
     stack = ImageStack(size, hint=hint)
     spans, labels, wheres, infos, seen, columns = {}, {}, {}, {}, {}, set()
-    bar = tqdm(total=sum(len(v) for v in files.values()), desc=f"read {kind}", unit="file",
-               disable=not progress, leave=False, file=sys.stderr)
+    bar = progress_bar(total=sum(len(v) for v in files.values()), desc=f"read {kind}", unit="file",
+               enabled=progress, leave=False, file=sys.stderr)
     try:
         for split, locations in files.items():
             start, resized = len(stack), stack.resized

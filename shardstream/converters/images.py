@@ -22,16 +22,19 @@ from ..errors import InputError
 _GREY = {"L": "L", "1": "L", "LA": "L", "I;16": None, "I;16B": None, "I;16L": None, "I": None,
          "F": None}
 ARRAY_EXTENSIONS = ("npy",)
+_ALPHA = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
 def _kind(channels: int) -> str:
     return "RGB" if channels == 3 else "grayscale"
 
 
-def decode_image(data, where: str, ext: str | None = None) -> np.ndarray:
+def decode_image(data, where: str, ext: str | None = None, alpha=None) -> np.ndarray:
     """uint8 (H, W, C) of the encoded image ``data`` (bytes-like); ``ext`` ``"npy"`` reads a
     NumPy array file (uint8 (H, W), (H, W, 1) or (H, W, 3)), anything else goes to Pillow.
-    :class:`InputError` naming ``where`` when it cannot be read or is of an unsupported kind."""
+    :class:`InputError` naming ``where`` when it cannot be read or is of an unsupported kind.
+    ``alpha``: a list that ``where`` is appended to when the image had an alpha channel (or a
+    transparent palette) that was dropped."""
     if ext in ARRAY_EXTENSIONS:
         try:
             a = np.load(io.BytesIO(bytes(data)), allow_pickle=False)
@@ -50,6 +53,8 @@ def decode_image(data, where: str, ext: str | None = None) -> np.ndarray:
             if mode is None:
                 raise InputError(f"{where}: {im.mode} images (16/32-bit) are not supported; "
                                  f"save it as 8-bit grayscale or RGB")
+            if alpha is not None and (im.mode in _ALPHA or "transparency" in im.info):
+                alpha.append(where)
             a = np.asarray(im.convert(mode))
     except InputError:
         raise

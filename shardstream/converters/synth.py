@@ -21,10 +21,10 @@ import os
 import time
 
 import numpy as np
-from tqdm import tqdm
 
 from .. import storage
 from ..errors import InputError
+from ..units import progress_bar
 from .cifar_synth import synthesize_cifar
 from .datasets import SPLITS, get_spec
 from .idx import idx_bytes
@@ -143,7 +143,7 @@ def synth_split(n: int, seed: int, split: str, progress: bool = False):
     labels = (np.arange(n) % 10).astype(np.uint8)
     labels = labels[rng.permutation(n)]
     images = np.empty((n, SIZE, SIZE), dtype=np.uint8)
-    bar = tqdm(total=n, desc=f"synth {split}", unit="img", disable=not progress, leave=False)
+    bar = progress_bar(total=n, desc=f"synth {split}", unit="img", enabled=progress, leave=False)
     for k, start in enumerate(range(0, n, CHUNK)):
         stop = min(start + CHUNK, n)
         crng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, split_id,

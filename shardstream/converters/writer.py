@@ -20,7 +20,6 @@ import re
 import sys
 
 import numpy as np
-from tqdm import tqdm
 
 from .. import storage
 from ..errors import InputError, ManifestError, NotFoundError
@@ -38,6 +37,7 @@ from ..shards.names import (
 )
 from ..shards.parquetshard import write_parquet
 from ..shards.tarshard import write_tar
+from ..units import progress_bar
 
 
 def check_args(formats, shard_size, encoding):
@@ -275,7 +275,7 @@ def write_split(out_location: str, dataset: str, split: str, images: np.ndarray,
                            shard_size=shard_size, encoding=encoding)
     begin_split(split_loc, split, header, overwrite)
     infos = []
-    bar = tqdm(total=len(labels), desc=f"{dataset}/{split}", unit="img", disable=not progress,
+    bar = progress_bar(total=len(labels), desc=f"{dataset}/{split}", unit="img", enabled=progress,
                leave=False, file=sys.stderr)
     try:
         for index, (start, size) in enumerate(zip(shard_starts(header), header["shard_sizes"])):

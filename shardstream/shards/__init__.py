@@ -7,7 +7,7 @@ entry point for writing and reading a shard), :mod:`.verify` (a split against it
 """
 
 from .formats import decode_payloads, read_payloads, read_shard, write_shard
-from .manifest import Manifest, ShardInfo, find_splits, load_manifest
+from .manifest import Manifest, ShardInfo, load_manifest
 from .names import (
     ENCODINGS,
     FORMATS,
@@ -17,6 +17,7 @@ from .names import (
     sample_key,
     shard_name,
 )
+from .splits import find_splits
 from .verify import verify
 
 __all__ = ["Manifest", "ShardInfo", "load_manifest", "find_splits", "FORMATS", "ENCODINGS",

@@ -14,17 +14,17 @@ input twice gives the same bytes.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
 
 from .. import __version__, storage
-from ..errors import ManifestError, NotFoundError
+from ..errors import AccessError, ManifestError, NotFoundError
 from . import index as _index
 from .names import MANIFEST_NAME, SHARD_EXTENSIONS, is_plain_name
 from .shardinfo import ShardInfo, ShardTable
+from .splits import find_splits, split_hint
 from .validate import (
     FIX,
     FORMAT_VERSION,
@@ -264,12 +264,18 @@ def load_manifest(location: str, storage_options=None, use_index: bool = True) -
 
     A missing manifest is a :class:`ManifestError` saying the location is not a finished
     conversion; so is an index that belongs to another manifest or is damaged (naming both
-    files).  Storage failures other than "not found" propagate as ``StorageError``.
+    files), and for a dataset folder it says "pass …/train or …/test"; access denied is an
+    :class:`AccessError`; other storage failures propagate as ``StorageError``.
     """
     where = storage.join(location, MANIFEST_NAME)
     try:
         data = storage.read_bytes(where, storage_options)
+    except AccessError:
+        raise
     except NotFoundError as exc:
+        hint = split_hint(location, storage_options)
+        if hint:
+            raise ManifestError(f"{location} holds no {MANIFEST_NAME}{hint}") from None
         raise ManifestError(
             f"{location} is not a finished conversion, or it cannot be read: "
             f"no readable {MANIFEST_NAME} ({exc}); run `shardstream convert` to create it, or "
@@ -291,21 +297,3 @@ def load_manifest(location: str, storage_options=None, use_index: bool = True) -
                     f"use {MANIFEST_NAME} alone")
             return Manifest.from_index(meta, table, shown)
     return Manifest.from_json(data, where)
-
-
-def find_splits(location: str, storage_options=None) -> list[str]:
-    """Split locations at or below ``location``: ``[location]`` when it holds a manifest;
-    for a local folder otherwise every folder below it holding ``manifest.json`` (sorted);
-    ``[]`` when there is none."""
-    if storage.exists(storage.join(location, MANIFEST_NAME), storage_options):
-        return [location]
-    local = storage.local_path(location)
-    if local is None or not os.path.isdir(local):
-        return []
-    found = []
-    for root, dirs, files in os.walk(local):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        if MANIFEST_NAME in files:
-            found.append(root)
-            dirs[:] = []  # a split folder holds no further splits
-    return sorted(found)

@@ -27,7 +27,7 @@ from .. import config
 from ..errors import InputError, NotFoundError, ShardError, StorageError
 from ..units import human_bytes, parse_size
 from . import WriteFailed, download, with_token
-from .cachedir import evict, remove_stale_temps, touch
+from .cachedir import announce, evict, remove_stale_temps, touch
 from .checked import CheckedFiles, marker_folder
 from .location import is_remote, join, local_path
 
@@ -334,6 +334,7 @@ class ShardFetcher:
         info = self.shards[i]
         url = self._url(i)
         final = os.path.join(self._shard_dir, self._names[i])
+        announce(self.cache_dir)
         problem = None
         for _attempt in range(2):
             try:        # streamed to a temp file beside its final name, kept only if it matches

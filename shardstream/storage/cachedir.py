@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sys
 import time
 
 #: a temp file untouched this long belongs to a download that died, whatever its lock says
@@ -77,3 +78,21 @@ def evict(path, lock_path) -> bool:
         return True
     finally:
         os.close(fd)
+
+
+#: created in the cache folder by the first download into it (see :func:`announce`)
+ANNOUNCED = ".announced"
+
+
+def announce(cache_dir: str) -> None:
+    """Say on stderr, once per cache folder (the first download into it, whichever process
+    makes it), where remote shards are cached and how to see and clear them."""
+    try:
+        fd = os.open(os.path.join(cache_dir, ANNOUNCED), os.O_CREAT | os.O_EXCL | os.O_WRONLY,
+                     0o644)
+    except OSError:
+        return          # said before (or the folder cannot be written: the download says so)
+    os.close(fd)
+    print(f"shardstream: caching remote shards in {cache_dir} (once per shard per machine; "
+          f"`shardstream cache` shows its size, `shardstream cache --clear` empties it)",
+          file=sys.stderr, flush=True)

@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlsplit
 from .. import config
 from ..errors import InputError, StorageError
 from .clients import cached
-from .retry import Fatal, Missing, Transient, retrying
+from .retry import Denied, Fatal, Missing, Transient, retrying
 
 NAME = "http"
 SCHEMES = ("http", "https")
@@ -96,6 +96,8 @@ def classify(exc):
         return exc
     if isinstance(exc, FileNotFoundError):
         return Missing("HTTP 404 Not Found")
+    if isinstance(exc, aiohttp.ClientResponseError):     # e.g. fsspec's listing of a page
+        return status_error(exc.status, exc.message)
     if isinstance(exc, (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError, ConnectionError,
                         OSError)):
         return Transient(f"{type(exc).__name__}: {exc}")
@@ -106,7 +108,7 @@ def status_error(status, reason):
     """The failure class for an HTTP error status."""
     text = f"HTTP {status} {reason or ''}".strip()
     if status in (401, 403):
-        return Missing(text + " (access denied)")
+        return Denied(text)
     if status in (404, 410):
         return Missing(text)
     if status in (408, 429) or status >= 500:

@@ -11,7 +11,7 @@ import random
 import time
 
 from .. import config
-from ..errors import InputError, NotFoundError, StorageError
+from ..errors import AccessError, InputError, NotFoundError, StorageError
 
 
 class Transient(Exception):
@@ -20,6 +20,10 @@ class Transient(Exception):
 
 class Missing(Exception):
     """Not found / access denied: never retried."""
+
+
+class Denied(Missing):
+    """Access denied (HTTP 401/403, S3 AccessDenied): :class:`AccessError` at once."""
 
 
 class Fatal(Exception):
@@ -42,6 +46,10 @@ def retrying(location, opts: dict, what: str, attempt_fn, classify, hint: str):
             raise
         except Exception as exc:  # noqa: BLE001 - classified below, never swallowed
             cls = classify(exc)
+            if isinstance(cls, Denied):
+                raise AccessError(f"{what} {location}: access denied ({cls}); the location "
+                                  f"needs a token or credentials it was not given (or they "
+                                  f"are wrong); {hint}") from exc
             if isinstance(cls, Missing):
                 raise NotFoundError(f"{what} {location}: not found or access denied "
                                     f"({cls}); {hint}") from exc

@@ -9,7 +9,7 @@ from __future__ import annotations
 from .. import config
 from ..errors import InputError
 from .clients import cached
-from .retry import Fatal, Missing, Transient, retrying
+from .retry import Denied, Fatal, Missing, Transient, retrying
 
 NAME = "s3"
 SCHEMES = ("s3",)
@@ -21,6 +21,8 @@ HINT = ("check the bucket and key, the credentials (AWS_ACCESS_KEY_ID/"
 _MISSING = ("NO_SUCH_KEY", "NO_SUCH_BUCKET", "ACCESS_DENIED", "INVALID_ACCESS_KEY_ID",
             "SIGNATURE_DOES_NOT_MATCH", "HTTP response code: 403", "HTTP response code: 404",
             "Forbidden", "UNKNOWN (HTTP status 403)", "UNKNOWN (HTTP status 404)")
+_DENIED = ("ACCESS_DENIED", "INVALID_ACCESS_KEY_ID", "SIGNATURE_DOES_NOT_MATCH",
+           "HTTP response code: 403", "Forbidden", "UNKNOWN (HTTP status 403)")
 
 
 def to_path(location: str) -> str:
@@ -82,6 +84,8 @@ def classify(exc):
     if isinstance(exc, FileNotFoundError):
         return Missing("no such object, prefix or bucket")
     text = str(exc)
+    if any(marker in text for marker in _DENIED):
+        return Denied(text)
     if any(marker in text for marker in _MISSING):
         return Missing(text)
     if isinstance(exc, (OSError, ConnectionError, TimeoutError)):

@@ -26,12 +26,12 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from tqdm.auto import tqdm
-
 from ..errors import InputError, ManifestError, ShardError, StorageError
 from ..shards.index import INDEX_NAME, manifest_digest, parse_index
-from ..shards.manifest import Manifest, find_splits
+from ..shards.manifest import Manifest
 from ..shards.names import MANIFEST_NAME
+from ..shards.splits import find_splits
+from ..units import progress_bar
 from . import exists, read_bytes, remove, size, write_bytes
 from .location import join, local_path
 
@@ -113,7 +113,7 @@ def upload(src, dest, progress=True, jobs=4, storage_options=None) -> UploadRepo
         plans.append((split_dir, target, manifest_bytes, shards, index))
 
     total = sum(info.bytes for _, _, _, shards, _ in plans for info in shards)
-    with tqdm(total=total, unit="B", unit_scale=True, disable=not progress,
+    with progress_bar(total=total, unit="B", unit_scale=True, enabled=progress,
               desc="upload") as bar, ThreadPoolExecutor(jobs) as pool:
         for split_dir, target, manifest_bytes, shards, index in plans:
             manifest_loc = join(target, MANIFEST_NAME)

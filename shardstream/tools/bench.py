@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -108,7 +109,7 @@ def time_epoch(loader):
 
 
 def bench(location, frameworks=FRAMEWORKS, batch_sizes=(64,), workers=(0,), epochs=3, resize=None,
-          format="auto", seed=0, profile=False, token=None, storage_options=None):
+          format="auto", seed=0, profile=False, token=None, storage_options=None, report=None):
     """Time ``epochs`` epochs per (framework, batch size, workers); returns one dict per row:
     framework, batch_size, workers, epochs (list of seconds), seconds (median), samples,
     samples_per_s (samples / median), resize, format.
@@ -119,7 +120,8 @@ def bench(location, frameworks=FRAMEWORKS, batch_sizes=(64,), workers=(0,), epoc
     ``gather_s``, ``resize_s``, ``plan_s`` are medians over the epochs, ``handoff_s`` the
     median over the epochs of (timed epoch − instrumented parts), at least 0: the framework's
     part (tensor creation, DataLoader / tf.data machinery, Python iteration). Rows with workers
-    run the same work in parallel processes and get no breakdown."""
+    run the same work in parallel processes and get no breakdown. ``report``: called with a
+    line of progress after each timed epoch (``shardstream bench`` writes them to stderr)."""
     frameworks, batch_sizes, workers, epochs = _check(frameworks, batch_sizes, workers, epochs)
     rows = []
     for fw in frameworks:
@@ -132,6 +134,9 @@ def bench(location, frameworks=FRAMEWORKS, batch_sizes=(64,), workers=(0,), epoc
                 for e in range(epochs):
                     seconds, samples = time_epoch(run(e))
                     times.append(seconds)
+                    if report is not None:
+                        report(f"bench: {fw} batch_size={b} workers={w}: epoch {e + 1}/{epochs} "
+                               f"{seconds:.2f} s ({samples} samples)")
                     if profile and w == 0:
                         parts.append(profile_epoch(location, batch_size=b, resize=resize,
                                                    format=format, seed=seed, epoch=e,
@@ -228,10 +233,12 @@ def bench_command(location, frameworks=FRAMEWORKS, batch_sizes=(64,), workers=(0
                   resize=None, format="auto", profile=False, as_json=False, token=None,
                   storage_options=None):
     """``shardstream bench``: run :func:`bench` (with the breakdown for ``--profile``), print
-    the table (or, with ``--json``, one JSON list of the rows). Returns the rows."""
+    the table (or, with ``--json``, one JSON list of the rows), and a progress line per timed
+    epoch on stderr. Returns the rows."""
     manifest = load_manifest(location, storage.with_token(location, storage_options, token))
     rows = bench(location, frameworks, batch_sizes, workers, epochs, resize=resize, format=format,
-                 profile=profile, token=token, storage_options=storage_options)
+                 profile=profile, token=token, storage_options=storage_options,
+                 report=lambda line: print(line, file=sys.stderr, flush=True))
     if as_json:
         print(json.dumps(rows, indent=1))
         return rows

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import sys
 
-from tqdm import tqdm
-
 from .. import storage
 from ..errors import ManifestError
-from ..shards.manifest import MANIFEST_NAME, Manifest, find_splits, load_manifest
+from ..shards.manifest import MANIFEST_NAME, Manifest, load_manifest
+from ..shards.splits import find_splits, split_hint
 from ..shards.verify import verify
-from ..units import human_bytes
+from ..units import human_bytes, progress_bar
 
 
 def _no_splits(location):
@@ -38,7 +37,7 @@ def verify_command(location: str, quiet: bool = False, token: str | None = None,
             print(f"{split}: FAILED: {exc}")
             bad += 1
     total = sum(m.num_shards * len(m.formats) for m in manifests.values())
-    with tqdm(total=total, unit="shard", desc="verify", disable=quiet or None,
+    with progress_bar(total=total, unit="shard", desc="verify", enabled=not quiet,
               file=sys.stderr, leave=False) as bar:
         for split, manifest in manifests.items():
             problems = verify(split, opts, manifest=manifest, bar=bar)
@@ -93,6 +92,8 @@ def print_info(location: str, as_json: bool = False, token: str | None = None,
     try:
         manifest = load_manifest(location, opts)
     except ManifestError:
+        if split_hint(location, opts):
+            raise       # a dataset folder: its error says "pass …/train or …/test"
         splits = find_splits(location, opts)
         if not splits or splits == [location]:
             raise
