@@ -171,7 +171,9 @@ def _idx_splits(client, dataset, out, raw, name, formats, shard_size, encoding, 
     data, sources = load_raw(spec, find_raw(spec, raw, progress=progress))
     planned = {}
     for split in SPLITS:  # refuse before writing anything
-        images, labels = checked_arrays(out_name, split, *data[split], spec.classes)
+        images, labels = data[split]            # images: IdxImages, read shard by shard
+        labels = checked_arrays(out_name, split, np.zeros((len(labels), 1, 1, 1), np.uint8),
+                                labels, spec.classes)[1]
         header = target_header(out_name, split, images, labels, spec.classes, sources[split],
                                formats=formats, shard_size=shard_size, encoding=encoding)
         check_target(storage.join(out, out_name, split), header, overwrite, storage_options)
@@ -186,7 +188,7 @@ def _idx_splits(client, dataset, out, raw, name, formats, shard_size, encoding, 
             # the shard's arrays travel inside the task (not scattered): a task whose worker
             # died can then run again elsewhere
             return client.submit(write_shard_files, split_loc, split, index, start,
-                                 images[start:start + size], labels[start:start + size],
+                                 images.read(start, size), labels[start:start + size],
                                  formats=formats, encoding=encoding, classes=spec.classes,
                                  storage_options=storage_options, pure=False)
 

@@ -19,7 +19,7 @@ from .cifar import check_label, load_cifar
 from .datasets import SOURCES, SPLITS, get_spec
 from .fetch import find_raw
 from .foreign import load_foreign
-from .idx import MAGIC_IMAGES, MAGIC_LABELS, parse_idx, read_file
+from .idx import MAGIC_IMAGES, MAGIC_LABELS, IdxImages, parse_idx, read_file, scan_idx
 from .imagefolder import convert_imagefolder
 from .marker import read_marker
 from .writer import check_args, summary, write_splits
@@ -29,10 +29,11 @@ def _sha256(data) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _check_pair(spec, split, img_path, lbl_path, images, labels):
-    """Raw-data checks that need both files (counts, label range, image size)."""
-    if len(images) != len(labels):
-        raise InputError(f"{img_path} holds {len(images):,} images but {lbl_path} holds "
+def _check_pair(spec, split, img_path, lbl_path, shape, labels):
+    """Raw-data checks that need both files (counts, label range, image size); ``shape``: the
+    images' (N, H, W, ...)."""
+    if shape[0] != len(labels):
+        raise InputError(f"{img_path} holds {shape[0]:,} images but {lbl_path} holds "
                          f"{len(labels):,} labels; the two files of the {split} split must have "
                          f"the same count: re-download them or pass the right --raw folder")
     if len(labels) and int(labels.max()) >= len(spec.classes):
@@ -40,12 +41,12 @@ def _check_pair(spec, split, img_path, lbl_path, images, labels):
         raise InputError(f"{lbl_path}: label {int(labels[bad])} of sample {bad} is out of range: "
                          f"{spec.name} has {len(spec.classes)} classes (labels 0.."
                          f"{len(spec.classes) - 1}); is this the labels file of another dataset?")
-    if images.shape[1:] != spec.image_shape[:2]:
+    if tuple(shape[1:3]) != tuple(spec.image_shape[:2]):
         h, w = spec.image_shape[:2]
-        raise InputError(f"{img_path}: wrong dims: images of {images.shape[1]}x{images.shape[2]},"
+        raise InputError(f"{img_path}: wrong dims: images of {shape[1]}x{shape[2]},"
                          f" {spec.name} images are {h}x{w}; check that the file belongs to "
                          f"{spec.name}")
-    if len(images) == 0:
+    if shape[0] == 0:
         raise InputError(f"{img_path}: holds no images (0 samples)")
 
 
@@ -63,19 +64,23 @@ def mark_synthetic(sources: dict, paths) -> dict:
 
 
 def load_raw(spec, paths) -> tuple[dict, dict]:
-    """Read and check the raw files ``paths`` (``{split: (images, labels)}``):
-    ``({split: (images uint8 (N, H, W), labels uint8 (N,))}, source dict for the manifests)``."""
+    """Check the raw files ``paths`` (``{split: (images, labels)}``) and open them for
+    streaming: ``({split: (images :class:`~.idx.IdxImages` (N, H, W, 1), read shard by shard;
+    labels uint8 (N,))}, source dict for the manifests)``.  Every file is read once here (its
+    checks and sha256) without holding the images, so converting needs memory for one shard,
+    not for the dataset."""
     data, sources = {}, {}
     for split in SPLITS:
         img_path, lbl_path = paths[split]
-        raw_img, raw_lbl = read_file(img_path), read_file(lbl_path)
-        images = parse_idx(raw_img, img_path, MAGIC_IMAGES)
+        dims, img_bytes, img_sha = scan_idx(img_path, MAGIC_IMAGES)
+        raw_lbl = read_file(lbl_path)
         labels = parse_idx(raw_lbl, lbl_path, MAGIC_LABELS)
-        _check_pair(spec, split, img_path, lbl_path, images, labels)
-        data[split] = (images, labels)
+        _check_pair(spec, split, img_path, lbl_path, dims, labels)
+        data[split] = (IdxImages(img_path, dims), labels)
         sources[split] = {"dataset": spec.name, "files": [
-            {"name": os.path.basename(p), "bytes": len(b), "sha256": _sha256(b)}
-            for p, b in ((img_path, raw_img), (lbl_path, raw_lbl))]}
+            {"name": os.path.basename(img_path), "bytes": img_bytes, "sha256": img_sha},
+            {"name": os.path.basename(lbl_path), "bytes": len(raw_lbl),
+             "sha256": _sha256(raw_lbl)}]}
     return data, mark_synthetic(sources, paths)
 
 

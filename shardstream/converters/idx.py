@@ -10,6 +10,7 @@ Every problem is an :class:`~shardstream.errors.InputError` naming the file and 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import os
 import zlib
@@ -133,3 +134,131 @@ def write_idx(path, array: np.ndarray, compress: bool = True) -> None:
     """Write ``array`` (uint8 (N,) labels or (N, H, W) images) to the local file ``path`` as
     IDX, gzip-compressed when ``compress``; atomic, deterministic (same array -> same bytes)."""
     storage.write_bytes(os.fspath(path), idx_bytes(array, compress=compress))
+
+
+# ---------------------------------------------------------------------------------------------
+# streaming: a file of any size in bounded memory
+
+
+#: bytes decompressed / hashed at a time
+BLOCK = 1 << 20
+
+
+class _Hashing:
+    """A binary file that hashes (sha256) and counts the bytes read through it."""
+
+    def __init__(self, f):
+        self.f, self.sha, self.count = f, hashlib.sha256(), 0
+
+    def read(self, n=-1):
+        data = self.f.read(n)
+        self.sha.update(data)
+        self.count += len(data)
+        return data
+
+
+def _open(path: str, raw):
+    """The decompressed stream of the open file ``raw`` (gzip or plain, by its first bytes)."""
+    head = raw.f.peek(2)[:2] if hasattr(raw.f, "peek") else b""
+    return gzip.GzipFile(fileobj=raw, mode="rb") if head == b"\x1f\x8b" else raw
+
+
+def _read_exact(stream, n: int, where: str, what: str) -> bytes:
+    try:
+        data = stream.read(n)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(f"{where}: not a valid gzip file ({exc}); {_FIX}") from None
+    if len(data) < n:
+        raise InputError(f"{where}: truncated: {what}; {_FIX}")
+    return data
+
+
+def scan_idx(path, expect: int | None = None) -> tuple[tuple, int, str]:
+    """Check an IDX file (``.gz`` or plain) by reading it once, in blocks: ``(dims, size of the
+    file in bytes, sha256 of the file)``.  The same checks and messages as :func:`parse_idx`
+    (magic, dimensions, data length), in memory O(:data:`BLOCK`) whatever the file's size."""
+    path = os.fspath(path)
+    try:
+        f = open(path, "rb")
+    except OSError:
+        read_file(path)                     # the same messages as the whole-file reader
+        raise
+    with f:
+        raw = _Hashing(f)
+        stream = _open(path, raw)
+        first = _read_exact(stream, 4, path, "0 bytes of data") if os.path.getsize(path) else b""
+        if not first:
+            raise InputError(f"{path}: the file is empty (0 bytes); {_FIX}")
+        magic = int.from_bytes(first, "big")
+        if magic not in _NDIM:
+            raise InputError(f"{path}: wrong magic number {magic} (0x{magic:08x}); an IDX file of "
+                             f"labels starts with 2049, of images with 2051; {_FIX}")
+        if expect is not None and magic != expect:
+            raise InputError(f"{path}: holds {_KIND[magic]} (magic {magic}) where "
+                             f"{_KIND[expect]} (magic {expect}) were expected; are the images "
+                             f"and labels files swapped?")
+        ndim = _NDIM[magic]
+        head = _read_exact(stream, 4 * ndim, path, f"the IDX header of {_KIND[magic]} needs "
+                                                   f"{4 + 4 * ndim} bytes")
+        dims = tuple(int.from_bytes(head[4 * i: 4 + 4 * i], "big") for i in range(ndim))
+        if ndim == 3 and (dims[1] == 0 or dims[2] == 0):
+            raise InputError(f"{path}: wrong dimensions {dims[0]}x{dims[1]}x{dims[2]}: images "
+                             f"of zero height or width; {_FIX}")
+        need = int(np.prod(dims, dtype=object))
+        if need > MAX_BYTES:
+            raise InputError(f"{path}: wrong dimensions {'x'.join(map(str, dims))} "
+                             f"({need} bytes of data); {_FIX}")
+        have = 0
+        try:
+            while block := stream.read(BLOCK):
+                have += len(block)
+                if have > need:
+                    break
+        except (OSError, EOFError, zlib.error) as exc:
+            raise InputError(f"{path}: not a valid gzip file ({exc}); {_FIX}") from None
+        if have < need:
+            raise InputError(f"{path}: truncated: the header promises "
+                             f"{'x'.join(map(str, dims))} = {need} bytes of data, the file "
+                             f"holds {have}; {_FIX}")
+        if have > need:
+            raise InputError(f"{path}: wrong dimensions: the header says "
+                             f"{'x'.join(map(str, dims))} = {need} bytes of data, but the file "
+                             f"holds more; {_FIX}")
+        while raw.read(BLOCK):              # the rest of the file, for its sha256
+            pass
+        return dims, raw.count, raw.sha.hexdigest()
+
+
+class IdxImages:
+    """The images of an IDX file checked by :func:`scan_idx`, read in order without holding
+    them: ``shape`` (N, H, W, 1), ``len()``; ``read(start, count)`` -> uint8 (count, H, W, 1),
+    called with consecutive ranges (a new pass reopens the file)."""
+
+    def __init__(self, path, dims: tuple):
+        self.path, self.shape = os.fspath(path), (dims[0], dims[1], dims[2], 1)
+        self._stream, self._file, self._next = None, None, 0
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def read(self, start: int, count: int) -> np.ndarray:
+        if self._stream is None or start != self._next:
+            self.close()
+            self._file = open(self.path, "rb")
+            self._stream = _open(self.path, _Hashing(self._file))
+            skip = 16 + self.shape[1] * self.shape[2] * start      # header, then items
+            while skip:
+                step = min(skip, BLOCK)
+                _read_exact(self._stream, step, self.path, "shorter than when it was checked")
+                skip -= step
+            self._next = start
+        size = self.shape[1] * self.shape[2]
+        data = _read_exact(self._stream, size * count, self.path,
+                           "shorter than when it was checked")
+        self._next = start + count
+        return np.frombuffer(data, np.uint8).reshape(count, self.shape[1], self.shape[2], 1)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        self._stream = self._file = None

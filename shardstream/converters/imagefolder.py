@@ -175,15 +175,17 @@ def read_images(items, classes, root, storage_options=None, first=None):
     return images, labels, b"".join(records)
 
 
-def load_images(items, classes, root, *, size=None, storage_options=None):
-    """(images uint8 (N, H, W, C), labels int64 (N,), sha256 of all file bytes, problems,
-    files with alpha) of ``items``; C = 1 for grayscale, 3 for RGB. ``problems``: ``[(path,
-    what is wrong)]`` for each file that cannot be read or whose kind (or, without ``size``,
-    size) differs from the first good image's; those files are left out of the arrays."""
+def check_images(items, classes, root, *, size=None, storage_options=None):
+    """The first pass over a split's ``items``: every file read, hashed and decoded, none held.
+    Returns ``(images, labels int64 (N,), sha256 of the good files, problems, files with
+    alpha)``; ``images``: :class:`FolderImages` over the good files (None when there is none),
+    read again shard by shard when the split is written.  ``problems``: ``[(path, what is
+    wrong)]`` for each file that cannot be read or whose kind (or, without ``size``, size)
+    differs from the first good image's; those files are left out."""
     index = {c: i for i, c in enumerate(classes)}
     digest = hashlib.sha256()
     hint = "pass --size HxW to resize them all at conversion (PIL bilinear), or --skip-bad"
-    stack, labels, problems, alpha = ImageStack(size, hint=hint), [], [], []
+    stack, good, labels, problems, alpha = ImageStack(size, hint=hint, keep=False), [], [], [], []
     for path, c in items:
         data = storage.read_bytes(path, storage_options)
         try:
@@ -192,9 +194,29 @@ def load_images(items, classes, root, *, size=None, storage_options=None):
             problems.append((path, str(exc).removeprefix(f"{path}: ")))
             continue
         digest.update(file_record(path, root, data))
+        good.append(path)
         labels.append(index[c])
-    images = stack.array() if len(stack) else None
+    images = FolderImages(good, stack.shape, size, storage_options) if good else None
     return images, np.asarray(labels, dtype=np.int64), digest.hexdigest(), problems, alpha
+
+
+class FolderImages:
+    """The good images of a split (:func:`check_images`), decoded again one shard at a time,
+    so converting a folder needs memory for one shard: ``shape`` (N, H, W, C); ``read(start,
+    count)`` -> uint8 (count, H, W, C), resized to ``size`` like the first pass."""
+
+    def __init__(self, paths, shape, size=None, storage_options=None):
+        self.paths, self.shape, self.size = paths, tuple(shape), size
+        self.storage_options = storage_options
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def read(self, start: int, count: int) -> np.ndarray:
+        stack = ImageStack(self.size)
+        for path in self.paths[start:start + count]:
+            stack.add(decode_image(storage.read_bytes(path, self.storage_options), path), path)
+        return stack.array()
 
 
 def problems_report(folder, problems) -> str:
@@ -235,7 +257,7 @@ def convert_imagefolder(folder, out, *, name=None, formats=("tar", "parquet"),
             ", or pass --skip-bad (skip_bad=True) to leave the bad files out", ""))
     data, sources, alpha = {}, {}, []
     for split, items in found.items():
-        images, labels, digest, bad, dropped = load_images(items, classes, folder, size=size)
+        images, labels, digest, bad, dropped = check_images(items, classes, folder, size=size)
         problems += bad
         alpha += dropped
         if images is None:

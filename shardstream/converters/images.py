@@ -79,11 +79,13 @@ class ImageStack:
     resize images of another size to (see the module doc), else a size differing from the first
     image's is an :class:`InputError` naming ``where`` and the first image.  ``hint``: what to
     do about an odd size, appended to that message.  ``array()``: uint8 (N, H, W, C).
+    ``keep=False`` checks the images without holding them (``shape`` and ``len`` still count).
     """
 
-    def __init__(self, size=None, hint="resize or remove it"):
+    def __init__(self, size=None, hint="resize or remove it", keep=True):
         self.size, self.hint = (tuple(size) if size is not None else None), hint
         self.images, self.first, self.resized = [], None, 0
+        self.keep, self.count = keep, 0       # keep=False: check the images, hold none
 
     def add(self, image: np.ndarray, where: str) -> int:
         h, w, c = image.shape
@@ -98,13 +100,22 @@ class ImageStack:
                 raise InputError(f"{where}: image of {w}x{h} (WxH), expected {want[1]}x"
                                  f"{want[0]} like {self.first[0]}; all images must be one "
                                  f"size: {self.hint}")
-            image = resize_bilinear(image, want)
+            if self.keep:
+                image = resize_bilinear(image, want)
             self.resized += 1
-        self.images.append(image)
-        return len(self.images) - 1
+        if self.keep:
+            self.images.append(image)
+        self.count += 1
+        return self.count - 1
 
     def __len__(self):
-        return len(self.images)
+        return self.count
+
+    @property
+    def shape(self) -> tuple:
+        """(N, H, W, C) of the images added (resized ones at their new size)."""
+        h, w = self.size or self.first[1]
+        return (self.count, h, w, self.first[2])
 
     def array(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """uint8 (n, H, W, C) of images ``start .. stop - 1``."""

@@ -157,14 +157,19 @@ def check_names(dataset: str, split: str) -> None:
                              f"suffix such as '.tmp')")
 
 
+def _shape(images) -> tuple:
+    """(N, H, W[, C]) of an image array or of a streamed split (its ``shape``)."""
+    return tuple(images.shape) if hasattr(images, "shape") else np.asarray(images).shape
+
+
 def target_header(dataset, split, images, labels, classes, source, *, formats, shard_size,
                   encoding) -> dict:
     """The manifest fields of a conversion known before any shard is written (what
     :func:`check_target` compares): ``images`` uint8 (N, H, W[, C]), ``labels`` int (N,)."""
     check_names(dataset, split)
-    images, labels = np.asarray(images), np.asarray(labels)
+    labels = np.asarray(labels)
     n = len(labels)
-    shape = tuple(int(d) for d in images.shape[1:])
+    shape = tuple(int(d) for d in _shape(images)[1:])
     return {"dataset": dataset, "split": split, "num_samples": n,
             "image_shape": shape + (1,) if len(shape) == 2 else shape, "encoding": encoding,
             "classes": tuple(classes),
@@ -263,13 +268,21 @@ def write_split(out_location: str, dataset: str, split: str, images: np.ndarray,
     ``formats``, then the columnar index ``index.npy`` (:mod:`shardstream.shards.index`),
     then ``manifest.json`` (last).  Returns the manifest.
 
-    ``images``: uint8 (N, H, W, C) (or (N, H, W), taken as C = 1); ``labels``: int (N,) in
+    ``images``: uint8 (N, H, W, C) (or (N, H, W), taken as C = 1), or an object with
+    ``shape`` (N, H, W, C) and ``read(start, count)`` giving consecutive runs of them (a split
+    bigger than memory, read one shard at a time); ``labels``: int (N,) in
     ``[0, len(classes))``; ``source``: JSON-able dict recorded in the manifest (must hold
     ``"synthetic": bool``).  See the module doc for overwrite and clean-up rules.
     """
     check_names(dataset, split)
     formats = check_args(formats, shard_size, encoding)
-    images, labels = checked_arrays(dataset, split, images, labels, classes)
+    if isinstance(images, np.ndarray):
+        images, labels = checked_arrays(dataset, split, images, labels, classes)
+        read = lambda start, size: images[start:start + size]
+    else:                   # streamed (e.g. converters.idx.IdxImages): one shard in memory
+        labels = checked_arrays(dataset, split, np.zeros((len(labels), 1, 1, 1), np.uint8),
+                                labels, classes)[1]
+        read = images.read
     split_loc = storage.join(out_location, dataset, split)
     header = target_header(dataset, split, images, labels, classes, source, formats=formats,
                            shard_size=shard_size, encoding=encoding)
@@ -279,9 +292,9 @@ def write_split(out_location: str, dataset: str, split: str, images: np.ndarray,
                leave=False, file=sys.stderr)
     try:
         for index, (start, size) in enumerate(zip(shard_starts(header), header["shard_sizes"])):
-            infos.append(write_shard_files(split_loc, split, index, start,
-                                           images[start:start + size], labels[start:start + size],
-                                           formats=formats, encoding=encoding, classes=classes))
+            infos.append(write_shard_files(split_loc, split, index, start, read(start, size),
+                                           labels[start:start + size], formats=formats,
+                                           encoding=encoding, classes=classes))
             bar.update(size)
     finally:
         bar.close()
