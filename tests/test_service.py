@@ -434,3 +434,23 @@ def test_tf_dataset_fn_through_the_service(root, servers):
                               token=TOKEN)(ctx)
     assert_same([(X.numpy(), y.numpy()) for X, y in remote],
                 [(X.numpy(), y.numpy()) for X, y in local])
+
+
+def test_tf_chunks_are_aligned_views_of_the_received_run(servers):
+    # what tf.data's numpy_function receives: (k, b, h, w, C) views of the response body,
+    # 64-byte aligned (tf.data adopts such an array without a copy, as for the local chunks)
+    svc = BatchService(servers[:1], TOKEN)
+    opts, manifest = svc.options("npy", batch_size=32, seed=1)
+    from shardstream.loaders.tf_loader import chunk_sizes
+
+    plan = opts.plan(manifest)
+    total = plan.num_batches
+    sizes = np.full(total, 32)
+    sizes[-1] = plan.num_ids - (total - 1) * 32
+    chunks = list(svc.chunks(opts, manifest, 0, 1, chunk_sizes(sizes), 8))
+    assert sum(len(X) for X, _ in chunks) == total
+    for X, y in chunks:
+        assert X.ctypes.data % ALIGN == 0 and not X.flags.owndata
+        assert X.dtype == np.float32 and y.dtype == np.int32
+    X0, X1 = chunks[0][0], chunks[1][0]
+    assert X0.base is not None and np.shares_memory(X0, X0.base)
