@@ -452,5 +452,5 @@ def test_tf_chunks_are_aligned_views_of_the_received_run(servers):
     for X, y in chunks:
         assert X.ctypes.data % ALIGN == 0 and not X.flags.owndata
         assert X.dtype == np.float32 and y.dtype == np.int32
-    X0, X1 = chunks[0][0], chunks[1][0]
+    X0 = chunks[0][0]
     assert X0.base is not None and np.shares_memory(X0, X0.base)
