@@ -22,10 +22,10 @@ State: every pass over the dataset first draws a fresh *pass id* (a ``numpy_func
 input, run again each time the dataset is iterated); the state of that pass (:class:`_Pass`)
 lives in the dataset's :class:`_Passes` under its pass id, and is dropped after the last chunk
 of its last stream.  Pass ids count the passes started (0, 1, ...); with
-``reshuffle_each_iteration`` pass k is epoch ``epoch + k``.  tf.data gives no signal when an iterator is dropped, so a pass
-abandoned half way (``break``, ``take``) keeps its memory (its shuffle pool, up to the buffer
-plus one shard) until more than :data:`MAX_OPEN_PASSES` passes of the dataset are open: the
-least recently used is then closed.
+``reshuffle_each_iteration`` pass k is epoch ``epoch + k``.  tf.data gives no signal when an
+iterator is dropped, so a pass abandoned half way (``break``, ``take``) keeps its memory (its
+shuffle pool, up to the buffer plus one shard) until more than :data:`MAX_OPEN_PASSES` passes
+of the dataset are open: the least recently used is then closed.
 """
 
 from __future__ import annotations
@@ -121,8 +121,8 @@ class _Pass:
 
 
 def _close(it) -> None:
-    """Close an :func:`execute.iter_batches` generator; one running in another thread right now is left to
-    be finalised when that call returns (its last reference is then gone)."""
+    """Close an :func:`execute.iter_batches` generator; one running in another thread right now
+    is left to be finalised when that call returns (its last reference is then gone)."""
     try:
         it.close()
     except ValueError:  # "generator already executing"
@@ -160,7 +160,8 @@ class _Passes:
 
     def __init__(self, opts: LoaderOptions, manifest, num_streams: int, chunks,
                  reshuffle: bool = False, service: BatchService | None = None):
-        self.opts, self.manifest, self.num_streams, self.chunks = opts, manifest, num_streams, chunks
+        self.opts, self.manifest = opts, manifest
+        self.num_streams, self.chunks = num_streams, chunks
         self.reshuffle = reshuffle
         self.service = service  # the batch service computes the chunks (docs/service.md)
         self.open: OrderedDict = OrderedDict()  # pass id -> _Pass
