@@ -261,6 +261,7 @@ def _build(opts: LoaderOptions, manifest, num_parallel: int,
     ds = ds.apply(tf.data.experimental.assert_cardinality(total))
     ds = ds.prefetch(tf.data.AUTOTUNE)
     ds._shardstream_passes = passes  # for tests and inspection
+    ds.classes = tuple(manifest.classes)  # the class names, as the torch loader's .classes
     return ds
 
 
@@ -279,7 +280,8 @@ def tf_dataset(location, *, batch_size, resize=None, shuffle=True, shuffle_buffe
     Elements are ``(X, y)``: X float32 (b, h, w, C) in [0, 1], y int32 (b,) — bitwise the
     batches of :func:`shardstream.torch_loader` with the same arguments, for every
     ``num_parallel`` (the number of streams run in parallel).  The dataset knows its length
-    (``len(ds)``, ``ds.cardinality()``).  Iterating it again gives the same epoch again
+    (``len(ds)``, ``ds.cardinality()``); ``ds.classes`` are the class names (label ``i`` is
+    ``ds.classes[i]``; a transformed dataset, ``ds.map(...)``, no longer has them).  Iterating it again gives the same epoch again
     (build a new one with ``epoch=e`` for the next epoch), unless
     ``reshuffle_each_iteration=True``: then the k-th iteration of this dataset object
     (k = 0, 1, ...; every iteration started counts, ``ds.take(1)`` too) is epoch
