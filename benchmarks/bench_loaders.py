@@ -156,7 +156,7 @@ def ours_torch(location, workers, fmt="auto", mode="thread", batch_size=BATCH):
 
     def run(epoch):
         loader.set_epoch(epoch)
-        for X, y in loader:
+        for _X, _y in loader:
             pass
     return run
 
@@ -171,7 +171,7 @@ def ours_tf(location, parallel, fmt="auto"):
                        format=fmt, reshuffle_each_iteration=True)
 
     def run(epoch):
-        for X, y in ds:
+        for _X, _y in ds:
             pass
     return run
 
@@ -182,7 +182,7 @@ def ours_tf_rebuilt(location):
     import shardstream as ss
 
     def run(epoch):
-        for X, y in ss.tf_dataset(location, batch_size=BATCH, resize=RESIZE, epoch=epoch):
+        for _X, _y in ss.tf_dataset(location, batch_size=BATCH, resize=RESIZE, epoch=epoch):
             pass
     return run
 
@@ -196,7 +196,7 @@ def book_torch(images, labels, workers, batch_size=BATCH):
     loader = book_torch_pipeline(images, labels, batch_size, RESIZE, num_workers=workers)
 
     def run(epoch):
-        for X, y in loader:
+        for _X, _y in loader:
             pass
     return run
 
@@ -212,7 +212,7 @@ def book_tf(images, labels, reuse=False):
 
     def run(epoch):
         ds = built if reuse else book_tf_pipeline(images, labels, BATCH, RESIZE)
-        for X, y in ds:
+        for _X, _y in ds:
             pass
     return run
 
@@ -239,7 +239,7 @@ def stock_webdataset(location, workers):
     loader = torch.utils.data.DataLoader(pipeline, batch_size=None, num_workers=workers)
 
     def run(epoch):
-        for X, y in loader:
+        for _X, _y in loader:
             pass
     return run
 

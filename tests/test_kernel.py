@@ -79,7 +79,8 @@ def test_kernel_out_slot_and_extremes(path):
         strided = np.full((4, 2, *size, 1), np.nan, np.float32)[:, 1]  # not contiguous
         assert to_float(x, size, out=strided) is strided
         assert np.array_equal(strided, chunk[1])
-    with pytest.raises(ss.errors.InputError, match=r"out must be float32 of shape \(4, 1, 32, 32\)"):
+    with pytest.raises(ss.errors.InputError,
+                       match=r"out must be float32 of shape \(4, 1, 32, 32\)"):
         to_float(x, (32, 32), channels_first=True, out=np.empty((4, 32, 32, 1), np.float32))
 
 

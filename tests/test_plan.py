@@ -50,7 +50,8 @@ def reference_plan(sizes, batch_size, seed=0, epoch=0, shuffle=True, shard_shuff
     offsets = [0]
     for s in sizes:
         offsets.append(offsets[-1] + s)
-    order = list(rng.permutation(len(sizes))) if (shuffle and shard_shuffle) else list(range(len(sizes)))
+    shuffled = shuffle and shard_shuffle
+    order = list(rng.permutation(len(sizes))) if shuffled else list(range(len(sizes)))
     stream = [offsets[s] + i for s in order for i in range(sizes[s])]
     ids = naive_buffer(stream, shuffle_buffer, rng) if shuffle else stream
     n = len(ids)
@@ -127,13 +128,15 @@ def test_pinned_rank_plans(world_size, drop_last):
        batch_size=st.integers(1, 9), seed=st.integers(0, 2**32), epoch=st.integers(0, 50),
        shuffle=st.booleans(), shard_shuffle=st.booleans(), buffer=st.integers(0, 120),
        drop_last=st.booleans(), world_size=st.integers(1, 4), data=st.data())
-def test_vectorised_plan_equals_reference_loop(sizes, batch_size, seed, epoch, shuffle, shard_shuffle,
-                                               buffer, drop_last, world_size, data):
+def test_vectorised_plan_equals_reference_loop(sizes, batch_size, seed, epoch, shuffle,
+                                               shard_shuffle, buffer, drop_last, world_size,
+                                               data):
     if sum(sizes) == 0:
         sizes = sizes + [1]
     rank = data.draw(st.integers(0, world_size - 1))
-    kw = dict(batch_size=batch_size, seed=seed, epoch=epoch, shuffle=shuffle, shard_shuffle=shard_shuffle,
-              shuffle_buffer=buffer, drop_last=drop_last, rank=rank, world_size=world_size)
+    kw = dict(batch_size=batch_size, seed=seed, epoch=epoch, shuffle=shuffle,
+              shard_shuffle=shard_shuffle, shuffle_buffer=buffer, drop_last=drop_last, rank=rank,
+              world_size=world_size)
     expected = reference_plan(sizes, **kw)
     if expected is None:
         with pytest.raises(InputError, match="no batch"):
@@ -180,7 +183,8 @@ def test_every_sample_exactly_once_per_epoch(buffer):
 
 def test_epochs_and_seeds_differ_and_repeat():
     a = plan_epoch(SIZES_10, batch_size=64, seed=0, epoch=0, shuffle_buffer=300).ids
-    assert np.array_equal(a, plan_epoch(SIZES_10, batch_size=64, seed=0, epoch=0, shuffle_buffer=300).ids)
+    again = plan_epoch(SIZES_10, batch_size=64, seed=0, epoch=0, shuffle_buffer=300).ids
+    assert np.array_equal(a, again)
     others = [plan_epoch(SIZES_10, batch_size=64, seed=s, epoch=e, shuffle_buffer=300).ids
               for s, e in [(0, 1), (0, 2), (1, 0), (1, 1)]]
     for o in others:
@@ -210,13 +214,17 @@ def test_accepts_a_manifest_like_object_and_numpy_sizes():
 def test_accepts_a_manifest():
     from shardstream.shards.manifest import Manifest, ShardInfo
 
-    shards = tuple(ShardInfo(f"train-{i:06d}.tar", n, 1000, "0" * 64) for i, n in enumerate(SIZES_10))
-    manifest = Manifest(dataset="fashion-mnist", split="train", num_samples=1000, image_shape=(28, 28, 1),
+    shards = tuple(ShardInfo(f"train-{i:06d}.tar", n, 1000, "0" * 64)
+                   for i, n in enumerate(SIZES_10))
+    manifest = Manifest(dataset="fashion-mnist", split="train", num_samples=1000,
+                        image_shape=(28, 28, 1),
                         encoding="npy", classes=tuple("abcdefghij"), label_counts=(100,) * 10,
                         shards={"tar": shards}, source={"synthetic": True})
     plan = plan_epoch(manifest, batch_size=64, seed=2, shuffle_buffer=300)
-    assert np.array_equal(plan.ids, plan_epoch(SIZES_10, batch_size=64, seed=2, shuffle_buffer=300).ids)
-    assert np.array_equal(shard_of(plan.ids, manifest.offsets), np.repeat(np.arange(8), SIZES_10)[plan.ids])
+    same = plan_epoch(SIZES_10, batch_size=64, seed=2, shuffle_buffer=300).ids
+    assert np.array_equal(plan.ids, same)
+    assert np.array_equal(shard_of(plan.ids, manifest.offsets),
+                          np.repeat(np.arange(8), SIZES_10)[plan.ids])
 
 
 def test_plan_arrays_are_read_only():
@@ -326,8 +334,8 @@ def test_ranks_equal_batches_disjoint_and_cover(world_size, batch_size):
 
 @pytest.mark.parametrize("world_size", [2, 3])
 def test_ranks_drop_last(world_size):
-    plans = [plan_epoch(SIZES_10, batch_size=64, seed=1, shuffle_buffer=200, rank=r, world_size=world_size,
-                        drop_last=True) for r in range(world_size)]
+    plans = [plan_epoch(SIZES_10, batch_size=64, seed=1, shuffle_buffer=200, rank=r,
+                        world_size=world_size, drop_last=True) for r in range(world_size)]
     per_rank = 1000 // world_size
     assert {p.num_batches for p in plans} == {per_rank // 64}
     together = np.concatenate([p.ids for p in plans])
@@ -369,7 +377,9 @@ def test_shard_of_needed_shards_and_uses():
         if s not in seen:
             seen.append(s)
     assert needed_shards(plan.ids, offsets).tolist() == seen
-    for batches in (range(plan.num_batches), range(1, plan.num_batches, 2), [], [plan.num_batches - 1]):
+    subsets = (range(plan.num_batches), range(1, plan.num_batches, 2), [],
+               [plan.num_batches - 1])
+    for batches in subsets:
         last = np.full(5, -1)
         first = np.full(5, -1)
         for k in batches:

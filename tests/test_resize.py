@@ -36,8 +36,8 @@ def pil_reference(batch, h, w):
 
 
 @pytest.mark.parametrize("in_hw", [(28, 28), (20, 36), (36, 20)])
-@pytest.mark.parametrize("out_hw", [(32, 32), (14, 14), (20, 20), (20, 36), (36, 20), (28, 14), (7, 50),
-                                    (64, 64), (1, 1)])
+@pytest.mark.parametrize("out_hw", [(32, 32), (14, 14), (20, 20), (20, 36), (36, 20), (28, 14),
+                                    (7, 50), (64, 64), (1, 1)])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_matches_pil_bilinear(in_hw, out_hw, channels):
     x = images(6, *in_hw, channels)
@@ -71,7 +71,8 @@ def test_no_resize_is_exactly_x_over_255(shape):
         assert got.dtype == np.float32 and got.shape == shape
         assert np.array_equal(got, want)
     every = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1)
-    assert np.array_equal(to_float(every).ravel(), np.arange(256, dtype=np.float32) / np.float32(255))
+    assert np.array_equal(to_float(every).ravel(),
+                          np.arange(256, dtype=np.float32) / np.float32(255))
 
 
 def test_one_axis_only():
@@ -126,7 +127,8 @@ def test_bad_resize(resize):
         to_float(np.zeros((1, 28, 28, 1), np.uint8), resize)
 
 
-@pytest.mark.parametrize("bad", [np.zeros((2, 28, 28), np.uint8), np.zeros((2, 28, 28, 1), np.float32),
+@pytest.mark.parametrize("bad", [np.zeros((2, 28, 28), np.uint8),
+                                 np.zeros((2, 28, 28, 1), np.float32),
                                  np.zeros((2, 28, 28, 1), np.uint16)])
 def test_bad_images(bad):
     with pytest.raises(InputError, match="uint8 images"):

@@ -34,7 +34,7 @@ import numpy as np
 
 from .. import storage
 from ..converters.convert import convert
-from ..converters.datasets import DATASETS
+from ..converters.datasets import DATASETS, canonical_name
 from ..converters.fetch import raw_in
 from ..errors import AccessError, InputError, NotFoundError
 from ..loaders.execute import open_stream
@@ -189,7 +189,8 @@ class DataModule:
     """A D2L-style data module over a converted dataset (``shardstream datasets`` lists them).
 
     Arguments: ``name`` (``"fashion-mnist"``, ``"mnist"``, ``"kmnist"``, ``"cifar-10"``,
-    ``"cifar-100"`` or any converted dataset's name), ``batch_size``, ``resize`` ((h, w);
+    ``"cifar-100"`` -- or an alias: ``"FashionMNIST"``, ``"fashion_mnist"``, ``"CIFAR10"`` --
+    or any converted dataset's name), ``batch_size``, ``resize`` ((h, w);
     ``None`` or the stored size = no resize), ``root`` (location holding ``<name>/train`` and
     a validation split: ``val``, ``valid``, ``validation`` or ``test``), ``framework``
     (``"torch"`` or ``"tf"``), ``num_workers`` (DataLoader workers; tf: parallel readers),
@@ -211,6 +212,8 @@ class DataModule:
         if isinstance(num_workers, bool) or not isinstance(num_workers, (int, np.integer)) \
                 or num_workers < 0:
             raise InputError(f"num_workers={num_workers!r}: must be an integer >= 0")
+        if isinstance(name, str):  # an alias (FashionMNIST, fashion_mnist) -> fashion-mnist
+            name = canonical_name(name) or name
         self.name, self.root, self.framework = name, str(root), framework
         self.batch_size, self.num_workers = int(batch_size), int(num_workers)
         self.seed, self.shuffle_buffer, self.format = seed, shuffle_buffer, format

@@ -10,6 +10,7 @@ ones torchvision checks), and the folder names torchvision and keras keep the fi
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 from dataclasses import dataclass, field
@@ -185,14 +186,35 @@ SOURCES = {
 }
 
 
+def _squash(name: str) -> str:
+    """``name`` lower-cased without ``-``, ``_``, spaces and dots: the key aliases match on."""
+    return "".join(ch for ch in name.lower() if ch not in "-_ .")
+
+
+def canonical_name(name: str) -> str | None:
+    """The dataset name ``name`` stands for, or None.  Aliases: any spelling equal to a known
+    name once case, ``-``, ``_``, spaces and dots are ignored -- ``FashionMNIST`` (torchvision's
+    class), ``fashion_mnist`` (tfds and keras), ``CIFAR10``, ``cifar_100`` -- name the dataset
+    ``fashion-mnist``, ``cifar-10``, ``cifar-100``."""
+    if name in DATASETS:
+        return name
+    matches = [known for known in DATASETS if _squash(known) == _squash(name)]
+    return matches[0] if len(matches) == 1 else None
+
+
 def get_spec(name: str) -> DatasetSpec:
-    """The :class:`DatasetSpec` called ``name``; :class:`InputError` listing the known ones."""
-    try:
-        return DATASETS[name]
-    except KeyError:
-        raise InputError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)} (and "
-                         f"{', '.join(repr(k) for k in SOURCES)} for `convert`); run "
-                         f"`shardstream datasets`") from None
+    """The :class:`DatasetSpec` called ``name`` or an alias of it (:func:`canonical_name`);
+    else :class:`InputError` suggesting the nearest name ("did you mean") and listing the
+    known ones."""
+    known = canonical_name(name) if isinstance(name, str) else None
+    if known is not None:
+        return DATASETS[known]
+    squashed = {_squash(k): k for k in DATASETS}
+    near = difflib.get_close_matches(_squash(str(name)), list(squashed), n=1, cutoff=0.75)
+    hint = f"did you mean {squashed[near[0]]!r}? " if near else ""
+    raise InputError(f"unknown dataset {name!r}; {hint}known: {', '.join(DATASETS)} (and "
+                     f"{', '.join(repr(k) for k in SOURCES)} for `convert`); run "
+                     f"`shardstream datasets`")
 
 
 def describe() -> list[dict]:

@@ -146,8 +146,8 @@ class Emitter:
                 if e < draws:
                     c = min(e0 + count, draws, e + CHUNK) - e
                     slots = self.rng.integers(self.b, size=c, dtype=self._dtype)
-                    piece = _buffer_step(self.buffer, slots, self.stream(self.b + e, self.b + e + c),
-                                         emit)
+                    piece = _buffer_step(self.buffer, slots,
+                                         self.stream(self.b + e, self.b + e + c), emit)
                 else:
                     if self._perm is None:
                         self._perm = self.rng.permutation(self.b)

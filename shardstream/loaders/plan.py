@@ -2,8 +2,8 @@
 
 Pure numpy over integers, no I/O and no framework, so every framework adapter, every DataLoader
 worker, every rank and every restart computes the same plan.  The steps and the random draws are
-the contract in ``DESIGN.md`` ("The plan, precisely"); ``docs/determinism.md`` explains them for
-users with a worked example.  In short, for ``N`` samples in ``S`` shards:
+the contract in ``docs/design.md`` ("The plan, precisely"); ``docs/determinism.md`` explains
+them for users with a worked example.  In short, for ``N`` samples in ``S`` shards:
 
 1. ``rng = Generator(PCG64(SeedSequence([seed, epoch])))``
 2. shard order ``rng.permutation(S)`` when ``shuffle and shard_shuffle``, else manifest order;
@@ -59,7 +59,8 @@ class Plan:
         return int(self.ids.size)
 
     def batch(self, k: int) -> np.ndarray:
-        """int64 (b,) global ids of batch ``k`` (``0 <= k < num_batches``, counted from ``first_batch``)."""
+        """int64 (b,) global ids of batch ``k`` (``0 <= k < num_batches``, counted from
+        ``first_batch``)."""
         if not _is_int(k) or not 0 <= k < self.num_batches:
             raise InputError(
                 f"batch index k={k!r} is outside this plan's batches 0..{self.num_batches - 1}; "
@@ -86,7 +87,8 @@ def _shard_sizes(shard_sizes) -> np.ndarray:
     try:
         arr = np.asarray(sizes)
     except Exception as exc:  # pragma: no cover - exotic inputs
-        raise InputError(f"shard_sizes={shard_sizes!r} is not an array of per-shard sample counts: {exc}") from None
+        raise InputError(f"shard_sizes={shard_sizes!r} is not an array of per-shard sample "
+                         f"counts: {exc}") from None
     if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
         raise InputError(
             f"shard_sizes must be a 1-D array of integer sample counts per shard (or a Manifest), "
@@ -94,7 +96,8 @@ def _shard_sizes(shard_sizes) -> np.ndarray:
     arr = arr.astype(np.int64)
     if (arr < 0).any():
         bad = int(np.flatnonzero(arr < 0)[0])
-        raise InputError(f"shard_sizes[{bad}]={int(arr[bad])} is negative; every shard holds >= 0 samples")
+        raise InputError(f"shard_sizes[{bad}]={int(arr[bad])} is negative; "
+                         f"every shard holds >= 0 samples")
     if arr.sum() == 0:
         raise InputError(
             f"the dataset is empty (shard_sizes has {arr.size} shards and 0 samples); "
@@ -111,10 +114,12 @@ def check_plan_args(shard_sizes, batch_size, seed, epoch, shuffle, shard_shuffle
     batch_size = _check_int("batch_size", batch_size, 1)
     seed = _check_int("seed", seed, 0)
     epoch = _check_int("epoch", epoch, 0)
-    shuffle_buffer = _check_int("shuffle_buffer", shuffle_buffer, 0, what=" (0 or 1 means no buffer shuffle)")
+    shuffle_buffer = _check_int("shuffle_buffer", shuffle_buffer, 0,
+                                what=" (0 or 1 means no buffer shuffle)")
     world_size = _check_int("world_size", world_size, 1)
     rank = _check_int("rank", rank, 0, world_size - 1, what=f" for world_size={world_size}")
-    for name, flag in (("shuffle", shuffle), ("shard_shuffle", shard_shuffle), ("drop_last", drop_last)):
+    flags = (("shuffle", shuffle), ("shard_shuffle", shard_shuffle), ("drop_last", drop_last))
+    for name, flag in flags:
         if not isinstance(flag, (bool, np.bool_)):
             raise InputError(f"{name}={flag!r} must be True or False")
     if not _is_int(start_batch) or start_batch < 0:
@@ -135,13 +140,13 @@ def epoch_batches(n: int, batch_size: int, drop_last: bool, world_size: int,
         num_batches = -(-per_rank // batch_size)
     if num_batches == 0:
         raise InputError(
-            f"the epoch has no batch: {n} samples over world_size={world_size} ranks gives {per_rank} "
-            f"per rank, fewer than batch_size={batch_size} with drop_last=True; use a smaller "
-            "batch_size or drop_last=False")
+            f"the epoch has no batch: {n} samples over world_size={world_size} ranks gives "
+            f"{per_rank} per rank, fewer than batch_size={batch_size} with drop_last=True; "
+            "use a smaller batch_size or drop_last=False")
     if start_batch > num_batches:
         raise InputError(
-            f"start_batch={start_batch} is past the end of this rank's epoch of {num_batches} batches "
-            f"(batch_size={batch_size}); use 0..{num_batches}")
+            f"start_batch={start_batch} is past the end of this rank's epoch of {num_batches} "
+            f"batches (batch_size={batch_size}); use 0..{num_batches}")
     return per_rank, num_batches
 
 
@@ -244,8 +249,8 @@ def plan_epoch(shard_sizes, *, batch_size: int, seed: int = 0, epoch: int = 0, s
         shard_order = np.arange(num_shards, dtype=np.int64)
     # 3. the stream of global ids, shard by shard
     ordered_sizes = sizes[shard_order]
-    starts = np.repeat(offsets[:-1][shard_order] - np.concatenate(([0], np.cumsum(ordered_sizes)[:-1])),
-                       ordered_sizes)
+    first_in_stream = np.concatenate(([0], np.cumsum(ordered_sizes)[:-1]))
+    starts = np.repeat(offsets[:-1][shard_order] - first_in_stream, ordered_sizes)
     stream = starts + np.arange(n, dtype=np.int64)
     # 4. the shuffle buffer
     ids = shuffle_stream(stream, shuffle_buffer, rng) if shuffle else stream
@@ -268,12 +273,14 @@ def plan_epoch(shard_sizes, *, batch_size: int, seed: int = 0, epoch: int = 0, s
 
 def shard_of(ids: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """int64 (M,) the shard index of each global id in ``ids`` (M,), given ``offsets`` (S+1,)
-    (``offsets[s]`` = first global id of shard ``s``, ``offsets[-1]`` = N, e.g. ``Manifest.offsets``)."""
+    (``offsets[s]`` = first global id of shard ``s``, ``offsets[-1]`` = N,
+    e.g. ``Manifest.offsets``)."""
     return np.searchsorted(np.asarray(offsets), np.asarray(ids), side="right").astype(np.int64) - 1
 
 
 def needed_shards(ids: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """int64 (k,) the distinct shards holding ``ids`` (M,), in the order of their first use in ``ids``."""
+    """int64 (k,) the distinct shards holding ``ids`` (M,), in the order of their first use
+    in ``ids``."""
     shards = shard_of(ids, offsets)
     uniq, first = np.unique(shards, return_index=True)
     return uniq[np.argsort(first, kind="stable")]

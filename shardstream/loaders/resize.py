@@ -116,10 +116,12 @@ def _check_resize(resize) -> tuple[int, int]:
     try:
         h, w = resize
     except (TypeError, ValueError):
-        raise InputError(f"resize={resize!r} must be None or a pair (height, width) of positive integers") from None
+        raise InputError(f"resize={resize!r} must be None or a pair (height, width) "
+                         f"of positive integers") from None
     for v in (h, w):
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-            raise InputError(f"resize={resize!r} must be None or a pair (height, width) of positive integers")
+            raise InputError(f"resize={resize!r} must be None or a pair (height, width) "
+                             f"of positive integers")
     return int(h), int(w)
 
 
@@ -142,7 +144,8 @@ def _scratch(slot: str, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
     return buf[:size].reshape(shape)
 
 
-def _resample(x: np.ndarray, axis: int, taps: tuple[np.ndarray, np.ndarray], slot: str) -> np.ndarray:
+def _resample(x: np.ndarray, axis: int, taps: tuple[np.ndarray, np.ndarray],
+              slot: str) -> np.ndarray:
     """Resample ``x`` (uint8 or float32, any shape) along ``axis`` (0 or 1) with ``taps``:
     float32, ``x.shape`` with ``axis`` resized.  Gathers whole trailing blocks (np.take) and
     multiplies/adds them in tap order: plain IEEE float32 arithmetic, element by element."""
@@ -180,7 +183,8 @@ def to_float_reference(images: np.ndarray, resize: tuple[int, int] | None = None
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4:
         raise InputError(
-            f"to_float expects uint8 images of shape (N, H, W, C), got {images.dtype} {images.shape}")
+            f"to_float expects uint8 images of shape (N, H, W, C), "
+            f"got {images.dtype} {images.shape}")
     n, hin, win, c = images.shape
     h, w = (hin, win) if resize is None else _check_resize(resize)
     if out is None:
@@ -239,8 +243,9 @@ def compiled_kernel():
             if problem is None:
                 _kernel_state.append(_kernels)
             else:
-                warnings.warn(f"shardstream: the compiled resize kernel cannot be used ({problem}); "
-                              f"using the numpy reference, bitwise the same but slower",
+                warnings.warn(f"shardstream: the compiled resize kernel cannot be used "
+                              f"({problem}); using the numpy reference, bitwise the same "
+                              "but slower",
                               RuntimeWarning, stacklevel=3)
                 _kernel_state.append(None)
     return _kernel_state[0]
@@ -308,7 +313,8 @@ def to_float(images: np.ndarray, resize: tuple[int, int] | None = None, *,
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4:
         raise InputError(
-            f"to_float expects uint8 images of shape (N, H, W, C), got {images.dtype} {images.shape}")
+            f"to_float expects uint8 images of shape (N, H, W, C), "
+            f"got {images.dtype} {images.shape}")
     n, hin, win, c = images.shape
     h, w = (hin, win) if resize is None else _check_resize(resize)
     shape = (n, c, h, w) if channels_first else (n, h, w, c)

@@ -22,10 +22,10 @@ State: every pass over the dataset first draws a fresh *pass id* (a ``numpy_func
 input, run again each time the dataset is iterated); the state of that pass (:class:`_Pass`)
 lives in the dataset's :class:`_Passes` under its pass id, and is dropped after the last chunk
 of its last stream.  Pass ids count the passes started (0, 1, ...); with
-``reshuffle_each_iteration`` pass k is epoch ``epoch + k``.  tf.data gives no signal when an iterator is dropped, so a pass
-abandoned half way (``break``, ``take``) keeps its memory (its shuffle pool, up to the buffer
-plus one shard) until more than :data:`MAX_OPEN_PASSES` passes of the dataset are open: the
-least recently used is then closed.
+``reshuffle_each_iteration`` pass k is epoch ``epoch + k``.  tf.data gives no signal when an
+iterator is dropped, so a pass abandoned half way (``break``, ``take``) keeps its memory (its
+shuffle pool, up to the buffer plus one shard) until more than :data:`MAX_OPEN_PASSES` passes
+of the dataset are open: the least recently used is then closed.
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ from .execute import worker_batches  # noqa: E402
 from .lazyexec import iter_batches  # noqa: E402
 from .options import LoaderOptions, check_int, loader_options  # noqa: E402
 from .resize import to_float  # noqa: E402
+from .tfexit import counted  # noqa: E402
+from .tfexit import register as _stop_at_exit  # noqa: E402
 
 #: consecutive batches handed to tf.data at once (one ``numpy_function`` call)
 CHUNK = 8
@@ -121,8 +123,8 @@ class _Pass:
 
 
 def _close(it) -> None:
-    """Close an :func:`execute.iter_batches` generator; one running in another thread right now is left to
-    be finalised when that call returns (its last reference is then gone)."""
+    """Close an :func:`execute.iter_batches` generator; one running in another thread right now
+    is left to be finalised when that call returns (its last reference is then gone)."""
     try:
         it.close()
     except ValueError:  # "generator already executing"
@@ -160,7 +162,8 @@ class _Passes:
 
     def __init__(self, opts: LoaderOptions, manifest, num_streams: int, chunks,
                  reshuffle: bool = False, service: BatchService | None = None):
-        self.opts, self.manifest, self.num_streams, self.chunks = opts, manifest, num_streams, chunks
+        self.opts, self.manifest = opts, manifest
+        self.num_streams, self.chunks = num_streams, chunks
         self.reshuffle = reshuffle
         self.service = service  # the batch service computes the chunks (docs/service.md)
         self.open: OrderedDict = OrderedDict()  # pass id -> _Pass
@@ -168,11 +171,25 @@ class _Passes:
         self.closed: set = set()
         self.started = 0  # passes started so far; the next pass id
         self.lock = threading.Lock()
+        self.stopped = False  # set at interpreter exit (tfexit.stop_all)
+        _stop_at_exit(self)
+
+    def shutdown(self) -> None:
+        """Python is exiting: close every open pass; later requests get empty chunks at once
+        (an exception would make TensorFlow log a warning per call)."""
+        with self.lock:
+            self.stopped = True
+            states = list(self.open.values())
+            self.open.clear()
+        for state in states:
+            state.close()
 
     def new_pass(self):
         """A fresh pass id (int64 scalar); closes the least recently used open passes beyond
         :data:`MAX_OPEN_PASSES`."""
         with self.lock:
+            if self.stopped:  # Python is exiting: an empty pass (no chunk is read)
+                return np.int64(-1)
             pid = self.started
             self.started += 1
             idle = sum(1 for ch in self.chunks if not ch)  # streams with no chunks
@@ -190,10 +207,17 @@ class _Passes:
                 state.close()
         return np.int64(pid)
 
+    def _stopped_chunk(self):
+        """An empty chunk (no batch), handed out once Python is exiting (:meth:`shutdown`)."""
+        h, w, c = self.opts.image_size(self.manifest)
+        return np.empty((0, 0, h, w, c), np.float32), np.empty((0, 0), np.int32)
+
     def next_chunk(self, pid, stream, index):
         """Chunk ``index`` of stream ``stream`` of pass ``pid`` (called in order)."""
         pid, stream, index = int(pid), int(stream), int(index)
         with self.lock:
+            if self.stopped:  # Python is exiting: an empty chunk, quietly (an error is logged)
+                return self._stopped_chunk()
             if pid in self.closed:
                 raise RuntimeError(
                     f"this pass over the dataset was closed because more than {MAX_OPEN_PASSES} "
@@ -204,7 +228,12 @@ class _Passes:
             X, y = state.next_chunk(stream)
         else:
             ks = self.chunks[stream][index]
-            batches = state.take(ks)
+            try:
+                batches = state.take(ks)
+            except RuntimeError:
+                if self.stopped:  # shut down while this stream waited for the pass
+                    return self._stopped_chunk()
+                raise
             h, w, c = self.opts.image_size(self.manifest)
             X = _aligned_empty((len(ks), len(batches[0][1]), h, w, c))
             y = np.empty((len(ks), len(batches[0][1])), np.int32)
@@ -236,10 +265,11 @@ def _build(opts: LoaderOptions, manifest, num_parallel: int,
         chunks.append([ks[a:b] for a, b in zip(bounds[:-1], bounds[1:])])
     num_chunks = tf.constant([len(ch) for ch in chunks], tf.int64)
     passes = _Passes(opts, manifest, num_parallel, chunks, reshuffle, service)
+    next_chunk, new_pass = counted(passes.next_chunk), counted(passes.new_pass)
 
     def stream(pid, p):
         def chunk(i):
-            X, y = tf.numpy_function(passes.next_chunk, [pid, p, i], (tf.float32, tf.int32),
+            X, y = tf.numpy_function(next_chunk, [pid, p, i], (tf.float32, tf.int32),
                                      name="shardstream_chunk")
             X.set_shape((None, None, h, w, c))
             y.set_shape((None, None))
@@ -255,11 +285,12 @@ def _build(opts: LoaderOptions, manifest, num_parallel: int,
             num_parallel_calls=num_parallel, deterministic=True)
 
     pass_ids = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).map(
-        lambda _: tf.numpy_function(passes.new_pass, [], tf.int64, name="shardstream_pass"))
+        lambda _: tf.numpy_function(new_pass, [], tf.int64, name="shardstream_pass"))
     ds = pass_ids.flat_map(one_pass)
     ds = ds.apply(tf.data.experimental.assert_cardinality(total))
     ds = ds.prefetch(tf.data.AUTOTUNE)
     ds._shardstream_passes = passes  # for tests and inspection
+    ds.classes = tuple(manifest.classes)  # the class names, as the torch loader's .classes
     return ds
 
 
@@ -278,8 +309,10 @@ def tf_dataset(location, *, batch_size, resize=None, shuffle=True, shuffle_buffe
     Elements are ``(X, y)``: X float32 (b, h, w, C) in [0, 1], y int32 (b,) — bitwise the
     batches of :func:`shardstream.torch_loader` with the same arguments, for every
     ``num_parallel`` (the number of streams run in parallel).  The dataset knows its length
-    (``len(ds)``, ``ds.cardinality()``).  Iterating it again gives the same epoch again
-    (build a new one with ``epoch=e`` for the next epoch), unless
+    (``len(ds)``, ``ds.cardinality()``); ``ds.classes`` are the class names (label ``i`` is
+    ``ds.classes[i]``; a transformed dataset, ``ds.map(...)``, no longer has them).
+    Iterating it again gives the same epoch again (build a new one with ``epoch=e`` for the
+    next epoch), unless
     ``reshuffle_each_iteration=True``: then the k-th iteration of this dataset object
     (k = 0, 1, ...; every iteration started counts, ``ds.take(1)`` too) is epoch
     ``epoch + k`` -- what ``model.fit(ds, epochs=n)`` needs, like tf.data's

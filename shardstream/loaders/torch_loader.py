@@ -196,7 +196,9 @@ class ShardLoader:
     ``set_epoch(e)``: switch to epoch ``e`` (a new order) from its first batch;
     ``state_dict()`` / ``load_state_dict(sd)``: the resume point, plain ints
     (seed, epoch, next batch index, plus the arguments a resume must not change).
-    ``.manifest``: the split's manifest; ``.dataset``: the ``IterableDataset`` (current epoch).
+    ``.manifest``: the split's manifest; ``.classes``: its class names; ``.dataset``: the
+    ``IterableDataset`` (current epoch); ``repr(loader)`` shows the location, batch size,
+    resize, epoch, rank / world size, workers and length.
 
     The state counts batches handed to you.  After a full pass it says the epoch is finished
     (``batch == total``); iterating again without ``set_epoch`` repeats the same epoch from its
@@ -219,6 +221,20 @@ class ShardLoader:
     @property
     def epoch(self) -> int:
         return self._opts.epoch
+
+    @property
+    def classes(self) -> tuple:
+        """The class names (label ``i`` is ``classes[i]``), from the manifest."""
+        return tuple(self.manifest.classes)
+
+    def __repr__(self) -> str:
+        o = self._opts
+        workers = f"{self.num_workers} ({self.worker_mode})" if self.num_workers else "0"
+        source = " via the batch service" if self._service is not None else ""
+        return (f"ShardLoader({o.location!r}{source}, {self.manifest.num_samples} samples, "
+                f"batch_size={o.batch_size}, resize={o.resize}, epoch={o.epoch}, "
+                f"rank={o.rank}/world_size={o.world_size}, num_workers={workers}, "
+                f"len={len(self)})")
 
     @property
     def dataset(self) -> ShardDataset:

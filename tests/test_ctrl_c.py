@@ -1,0 +1,128 @@
+"""Issue 18 item 1: Ctrl-C ends a training loop promptly, every time, in both frameworks.
+
+Each case starts a child process that iterates a loader for ever (``reshuffle_each_iteration``
+for tf.data, ``set_epoch`` for torch), sends it a real SIGINT once it has had its first
+batches, and requires it to exit within :data:`EXIT_WITHIN` seconds the way Python exits on an
+unhandled ``KeyboardInterrupt``: the traceback on stderr, then killed by SIGINT (CPython
+re-raises the signal, so ``returncode == -2``; a shell shows exit status 130).  Before the fix
+about half the tf.data children hung for ever after printing the traceback (see
+``shardstream/loaders/tfexit.py``).  The interrupt comes at a different moment each
+repetition (0, 0.1, 0.2 s after the first batches).
+
+Budget: ~60 s on 2 cores (each child imports its framework).  Measured before merging:
+10 repetitions of every setting, none hung (docs/loaders.md, "Stopping").
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+#: seconds a child has to exit after the SIGINT (measured: 1-2 s, most of it TensorFlow's own
+#: teardown)
+EXIT_WITHIN = 30
+ROOT = Path(__file__).resolve().parents[1]
+
+CHILD = textwrap.dedent("""
+    import sys
+    import shardstream as ss
+
+    location, framework, workers, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    seen = 0
+    if framework == "tf":
+        ds = ss.tf_dataset(location, batch_size=16, resize=(32, 32), num_parallel=workers,
+                           shuffle_buffer=300, reshuffle_each_iteration=True)
+        epochs = iter(int, 1)   # for ever
+        for _ in epochs:
+            for X, y in ds:
+                seen += 1
+                if seen == 3:
+                    print("ready", flush=True)
+    else:
+        loader = ss.torch_loader(location, batch_size=16, resize=(32, 32), num_workers=workers,
+                                 worker_mode=mode, shuffle_buffer=300)
+        epoch = 0
+        while True:
+            loader.set_epoch(epoch)
+            epoch += 1
+            for X, y in loader:
+                seen += 1
+                if seen == 3:
+                    print("ready", flush=True)
+""")
+
+# (framework, workers, worker_mode, repetitions): tf.data is where the hang was, so it gets
+# the repetitions
+CASES = [("tf", 1, "-", 3), ("tf", 2, "-", 3),
+         ("torch", 0, "thread", 2), ("torch", 2, "thread", 2), ("torch", 2, "process", 2)]
+
+
+@pytest.fixture(scope="module")
+def child_script(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ctrl_c") / "child.py"
+    path.write_text(CHILD)
+    return path
+
+
+def interrupt(child_script, location, framework, workers, mode, delay):
+    """Run one child, SIGINT it ``delay`` s after its first batches; (returncode, seconds to
+    exit after the signal, stderr)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    child = subprocess.Popen(
+        [sys.executable, str(child_script), location, framework, str(workers), mode],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert child.stdout.readline() == "ready\n", child.communicate(timeout=60)[1][-3000:]
+        time.sleep(delay)
+        sent = time.monotonic()
+        child.send_signal(signal.SIGINT)
+        try:
+            _, err = child.communicate(timeout=EXIT_WITHIN)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{framework} workers={workers} {mode}: still running "
+                        f"{EXIT_WITHIN} s after SIGINT (delay {delay} s)")
+        return child.returncode, time.monotonic() - sent, err
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+@pytest.mark.parametrize("framework, workers, mode, reps", CASES,
+                         ids=[f"{c[0]}-{c[1]}-{c[2]}" for c in CASES])
+def test_sigint_ends_the_loop_promptly(loader_splits, child_script, framework, workers, mode,
+                                       reps):
+    location = loader_splits["npy"][0]
+    for rep in range(reps):
+        code, _seconds, err = interrupt(child_script, location, framework, workers, mode,
+                                        delay=0.1 * (rep % 3))
+        if code in (-signal.SIGABRT, -signal.SIGSEGV) and "KeyboardInterrupt" not in err:
+            # a known, separate bug (rare, ~1 in 30 tf.data children on 2 cores): a SIGINT
+            # landing at some moment crashes TensorFlow's process at once ("free(): invalid
+            # next size"), before Python prints the traceback.  It does end the process
+            # promptly, which is what this test guards; it is reported, not hidden.
+            pytest.xfail(f"{framework}: the process crashed on SIGINT ({code}): {err[-300:]}")
+        assert code == -signal.SIGINT, (code, err[-3000:])
+        assert "\nKeyboardInterrupt\n" in err, err[-3000:]
+        assert "Python is exiting" not in err and "op_kernel" not in err, err[-3000:]
+
+
+def test_the_exit_hook_destroys_live_iterators(loader_splits):
+    """The hook itself, in this process: an iterator left half way is destroyed by it (its
+    pass is shut down, the C++ iterator gone), and using it afterwards raises."""
+    from shardstream.loaders import tfexit
+
+    ds = __import__("shardstream").tf_dataset(loader_splits["npy"][0], batch_size=16,
+                                              num_parallel=2, shuffle_buffer=300)
+    it = iter(ds)
+    next(it)
+    assert tfexit.stop_all() >= 1
+    assert ds._shardstream_passes.stopped and not ds._shardstream_passes.open
+    with pytest.raises(AttributeError):
+        next(it)
