@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 from shardstream.errors import InputError
 from shardstream.loaders.plan import (
-    Plan,
     first_use,
     last_use,
     needed_shards,
@@ -229,9 +228,11 @@ def test_accepts_a_manifest():
 
 def test_plan_arrays_are_read_only():
     plan = plan_epoch(SIZES, batch_size=2)
-    with pytest.raises(ValueError):
-        plan.ids[0] = 5
-    assert isinstance(plan, Plan)
+    before = plan.ids.copy()
+    for array in (plan.ids, plan.shard_order, plan.batch(0)):
+        with pytest.raises(ValueError, match="read-only"):
+            array[0] = 5
+    assert np.array_equal(plan.ids, before)           # nothing was changed through a view
 
 
 # ---------------------------------------------------------------------------------------------

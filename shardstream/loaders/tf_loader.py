@@ -190,40 +190,40 @@ class _Passes:
         with self.lock:
             if self.stopped:  # Python is exiting: an empty pass (no chunk is read)
                 return np.int64(-1)
-            pid = self.started
+            pass_id = self.started
             self.started += 1
             idle = sum(1 for ch in self.chunks if not ch)  # streams with no chunks
             if idle == self.num_streams:  # an empty pass: nothing to keep
-                return np.int64(pid)
-            opts = self.opts.with_(epoch=self.opts.epoch + pid) if self.reshuffle else self.opts
-            self.open[pid] = (_Pass(opts, self.manifest) if self.service is None else
+                return np.int64(pass_id)
+            opts = self.opts.with_(epoch=self.opts.epoch + pass_id) if self.reshuffle else self.opts
+            self.open[pass_id] = (_Pass(opts, self.manifest) if self.service is None else
                               _ServicePass(self.service, opts, self.manifest, self.num_streams,
                                            self.chunks))
-            self.finished[pid] = idle
+            self.finished[pass_id] = idle
             while len(self.open) > MAX_OPEN_PASSES:
                 old, state = self.open.popitem(last=False)
                 self.finished.pop(old, None)
                 self.closed.add(old)
                 state.close()
-        return np.int64(pid)
+        return np.int64(pass_id)
 
     def _stopped_chunk(self):
         """An empty chunk (no batch), handed out once Python is exiting (:meth:`shutdown`)."""
         h, w, c = self.opts.image_size(self.manifest)
         return np.empty((0, 0, h, w, c), np.float32), np.empty((0, 0), np.int32)
 
-    def next_chunk(self, pid, stream, index):
-        """Chunk ``index`` of stream ``stream`` of pass ``pid`` (called in order)."""
-        pid, stream, index = int(pid), int(stream), int(index)
+    def next_chunk(self, pass_id, stream, index):
+        """Chunk ``index`` of stream ``stream`` of pass ``pass_id`` (called in order)."""
+        pass_id, stream, index = int(pass_id), int(stream), int(index)
         with self.lock:
             if self.stopped:  # Python is exiting: an empty chunk, quietly (an error is logged)
                 return self._stopped_chunk()
-            if pid in self.closed:
+            if pass_id in self.closed:
                 raise RuntimeError(
                     f"this pass over the dataset was closed because more than {MAX_OPEN_PASSES} "
                     f"passes over it were open at once; finish or drop old iterators")
-            state = self.open[pid]
-            self.open.move_to_end(pid)
+            state = self.open[pass_id]
+            self.open.move_to_end(pass_id)
         if isinstance(state, _ServicePass):
             X, y = state.next_chunk(stream)
         else:
@@ -241,11 +241,13 @@ class _Passes:
                 to_float(images, self.opts.resize, out=X[j])
                 y[j] = labels
         if index == len(self.chunks[stream]) - 1:  # the stream's last chunk
-            with self.lock:  # the pass ends when all its streams have (not when none is busy:
-                self.finished[pid] = self.finished.get(pid, 0) + 1  # one may not have started)
-                if self.finished[pid] >= self.num_streams:
-                    self.open.pop(pid, None)
-                    self.finished.pop(pid, None)
+            # the pass ends when all its streams have (not when none is busy: one may not
+            # have started)
+            with self.lock:
+                self.finished[pass_id] = self.finished.get(pass_id, 0) + 1
+                if self.finished[pass_id] >= self.num_streams:
+                    self.open.pop(pass_id, None)
+                    self.finished.pop(pass_id, None)
                     state.close()
         return X, y
 
@@ -267,9 +269,9 @@ def _build(opts: LoaderOptions, manifest, num_parallel: int,
     passes = _Passes(opts, manifest, num_parallel, chunks, reshuffle, service)
     next_chunk, new_pass = counted(passes.next_chunk), counted(passes.new_pass)
 
-    def stream(pid, p):
+    def stream(pass_id, p):
         def chunk(i):
-            X, y = tf.numpy_function(next_chunk, [pid, p, i], (tf.float32, tf.int32),
+            X, y = tf.numpy_function(next_chunk, [pass_id, p, i], (tf.float32, tf.int32),
                                      name="shardstream_chunk")
             X.set_shape((None, None, h, w, c))
             y.set_shape((None, None))
@@ -277,11 +279,11 @@ def _build(opts: LoaderOptions, manifest, num_parallel: int,
         return (tf.data.Dataset.range(num_chunks[p]).map(chunk)
                 .flat_map(lambda X, y: tf.data.Dataset.from_tensor_slices((X, y))))
 
-    def one_pass(pid):
+    def one_pass(pass_id):
         if num_parallel == 1:
-            return stream(pid, tf.constant(0, tf.int64))
+            return stream(pass_id, tf.constant(0, tf.int64))
         return tf.data.Dataset.range(num_parallel).interleave(
-            lambda p: stream(pid, p), cycle_length=num_parallel, block_length=CHUNK,
+            lambda p: stream(pass_id, p), cycle_length=num_parallel, block_length=CHUNK,
             num_parallel_calls=num_parallel, deterministic=True)
 
     pass_ids = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).map(
