@@ -269,11 +269,39 @@ def timed_rows(rows, repeat):
     return best, cpu
 
 
+def torchvision_row(python, images, labels, data, repeat):
+    """Seconds per epoch of the book's torch pipeline with the real torchvision, run by
+    ``book_torchvision.py`` in the benchmark-only venv ``python`` over the same images (written
+    as the IDX files torchvision reads); best of ``repeat``; CPU time is not measured (nan)."""
+    import json
+    import subprocess
+
+    from shardstream.converters.idx import write_idx
+
+    raw = os.path.join(data, "raw")
+    os.makedirs(raw, exist_ok=True)
+    for prefix, n in (("train", len(labels)), ("t10k", 1000)):
+        write_idx(os.path.join(raw, f"{prefix}-images-idx3-ubyte.gz"), images[:n, :, :, 0])
+        write_idx(os.path.join(raw, f"{prefix}-labels-idx1-ubyte.gz"),
+                  np.asarray(labels[:n], np.uint8))
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "book_torchvision.py")
+    best = float("inf")
+    for _ in range(repeat):
+        out = subprocess.run([python, script, raw, "--batch-size", str(BATCH), "--resize",
+                              str(RESIZE[0]), "--limit-batches", "200"],
+                             capture_output=True, text=True, check=True).stdout
+        best = min(best, json.loads(out.strip().splitlines()[-1])["seconds"])
+    return best, float("nan")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=os.path.join("/tmp", "shardstream-bench-loaders"))
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--only", default="", help="comma-separated row names to run (default all)")
+    ap.add_argument("--torchvision-python", default=None, metavar="PYTHON",
+                    help="python of a benchmark-only venv with torch==2.14.1 torchvision==0.29.1 "
+                         "(benchmarks/README.md): adds the real torchvision row")
     args = ap.parse_args(argv)
 
     images, labels = garments(60_000)
@@ -323,6 +351,12 @@ def main(argv=None):
     rows = [((name, workers), make) for name, workers, make in rows
             if name == F_ROW or not only or any(o in name for o in only)]
     results, cpu = timed_rows(rows, args.repeat)
+    if args.torchvision_python:
+        name = ("(a') real torchvision FashionMNIST + Resize + ToTensor, DataLoader "
+                "(first 200 batches, extrapolated)")
+        results[(name, 0)], cpu[(name, 0)] = torchvision_row(args.torchvision_python, images,
+                                                             labels, args.data, args.repeat)
+        rows.append(((name, 0), None))
     f = results[(F_ROW, 0)]
     for (name, workers), _ in rows:
         seconds = results[(name, workers)]
