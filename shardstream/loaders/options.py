@@ -19,6 +19,7 @@ from ..errors import InputError, ManifestError, NotFoundError, ShardError
 from ..shards.manifest import MANIFEST_NAME, Manifest, load_manifest
 from .execute import ShardSource, choose_format, open_stream
 from .lazyplan import LazyPlan
+from .normalize import check_normalize
 
 
 def check_int(name, value, minimum=0):
@@ -77,6 +78,7 @@ class LoaderOptions:
     cache_limit: int | None
     token: str | None
     check_shards: bool
+    normalize: tuple | None = None  # (mean (C,), std (C,)) floats, see normalize.py
 
     def plan(self, manifest: Manifest, epoch: int | None = None, start_batch: int | None = None):
         """The plan of this rank for ``epoch`` (default: ``self.epoch``) from ``start_batch``:
@@ -144,7 +146,7 @@ def loader_options(location, *, batch_size, resize=None, shuffle=True, shuffle_b
                    shard_shuffle=True, seed=0, epoch=0, drop_last=False, rank=0, world_size=1,
                    start_batch=0, format="auto", storage_options=None, cache_dir=None,
                    cache_limit=None, token=None,
-                   check_shards=True,
+                   check_shards=True, normalize=None,
                    manifest: Manifest | None = None) -> tuple[LoaderOptions, Manifest]:
     """Check every loader argument; returns the checked options and the split's manifest.
 
@@ -191,7 +193,8 @@ def loader_options(location, *, batch_size, resize=None, shuffle=True, shuffle_b
         drop_last=drop_last, rank=rank, world_size=world_size, start_batch=0, format=fmt,
         storage_options=storage_options,
         cache_dir=None if cache_dir is None else os.fspath(cache_dir),
-        cache_limit=cache_limit, token=token, check_shards=check_shards)
+        cache_limit=cache_limit, token=token, check_shards=check_shards,
+        normalize=check_normalize(normalize, manifest.image_shape[-1]))
     total = opts.plan(manifest).num_batches
     if total == 0:
         raise InputError(

@@ -44,6 +44,7 @@ from ..errors import InputError  # noqa: E402
 from ..service.client import BatchService  # noqa: E402
 from .execute import worker_batches  # noqa: E402
 from .lazyexec import iter_batches  # noqa: E402
+from .normalize import normalize_  # noqa: E402
 from .options import LoaderOptions, check_int, loader_options  # noqa: E402
 from .resize import to_float  # noqa: E402
 from .tfexit import counted  # noqa: E402
@@ -238,7 +239,7 @@ class _Passes:
             X = _aligned_empty((len(ks), len(batches[0][1]), h, w, c))
             y = np.empty((len(ks), len(batches[0][1])), np.int32)
             for j, (images, labels) in enumerate(batches):
-                to_float(images, self.opts.resize, out=X[j])
+                normalize_(to_float(images, self.opts.resize, out=X[j]), self.opts.normalize, -1)
                 y[j] = labels
         if index == len(self.chunks[stream]) - 1:  # the stream's last chunk
             # the pass ends when all its streams have (not when none is busy: one may not
@@ -305,7 +306,8 @@ def tf_dataset(location, *, batch_size, resize=None, shuffle=True, shuffle_buffe
                shard_shuffle=True, seed=0, epoch=0, reshuffle_each_iteration=False,
                drop_last=False, rank=None, world_size=None, start_batch=0, format="auto",
                num_parallel=1, storage_options=None, cache_dir=None, cache_limit=None,
-               token=None, check_shards=True, service=None) -> tf.data.Dataset:
+               token=None, check_shards=True, service=None,
+               normalize=None) -> tf.data.Dataset:
     """A ``tf.data.Dataset`` of one epoch of the converted split at ``location`` (path or URL).
 
     Elements are ``(X, y)``: X float32 (b, h, w, C) in [0, 1], y int32 (b,) — bitwise the
@@ -331,13 +333,17 @@ def tf_dataset(location, *, batch_size, resize=None, shuffle=True, shuffle_buffe
         raise InputError(f"reshuffle_each_iteration={reshuffle_each_iteration!r}: must be "
                          f"True or False")
     client = None if service is None else BatchService.of(service, token)
+    if client is not None and normalize is not None:
+        raise InputError("normalize= with service=: the batch servers send unnormalised "
+                         "batches; leave normalize out there")
     opts, manifest = (loader_options if client is None else client.options)(
         location, batch_size=batch_size, resize=resize, shuffle=shuffle,
         shuffle_buffer=shuffle_buffer, shard_shuffle=shard_shuffle, seed=seed, epoch=epoch,
         drop_last=drop_last, rank=0 if rank is None else rank,
         world_size=1 if world_size is None else world_size,
         start_batch=start_batch, format=format, storage_options=storage_options,
-        cache_dir=cache_dir, cache_limit=cache_limit, token=token, check_shards=check_shards)
+        cache_dir=cache_dir, cache_limit=cache_limit, token=token, check_shards=check_shards,
+        **({} if normalize is None else {"normalize": normalize}))
     if reshuffle_each_iteration and start_batch:
         raise InputError(f"start_batch={start_batch!r} with reshuffle_each_iteration=True: a "
                          f"resumed epoch is shorter than the next ones; resume the rest of epoch "

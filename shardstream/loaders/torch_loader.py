@@ -28,6 +28,7 @@ import torch.utils.data
 from ..errors import InputError
 from ..service.client import BatchService
 from .lazyexec import iter_batches
+from .normalize import normalize_
 from .options import LoaderOptions, check_int, loader_options
 from .resize import compiled_kernel, to_float
 
@@ -52,10 +53,11 @@ def _default_rank_world(rank, world_size):
     return rank, world_size
 
 
-def to_torch(images: np.ndarray, labels: np.ndarray, resize):
+def to_torch(images: np.ndarray, labels: np.ndarray, resize, normalize=None):
     """uint8 images (b, H, W, C), labels (b,) -> X float32 tensor (b, C, h, w) in [0, 1]
-    (contiguous), y int64 tensor (b,).  Pixels come from :func:`resize.to_float`."""
-    X = torch.from_numpy(to_float(images, resize, channels_first=True))
+    (contiguous; standardised with ``normalize``, see :mod:`.normalize`), y int64 tensor
+    (b,).  Pixels come from :func:`resize.to_float`."""
+    X = torch.from_numpy(normalize_(to_float(images, resize, channels_first=True), normalize, 1))
     y = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
     return X, y
 
@@ -94,13 +96,13 @@ class ShardDataset(torch.utils.data.IterableDataset):
         plan = self.opts.plan(self.manifest)
         if info is None:
             for _, images, labels in iter_batches(self.source(), plan):
-                yield to_torch(images, labels, self.opts.resize)
+                yield to_torch(images, labels, self.opts.resize, self.opts.normalize)
             return
         # a worker: runs of WORKER_GROUP consecutive batches, each run sent as one item
         run = []
         for k, images, labels in iter_batches(self.source(), plan, info.id, info.num_workers,
                                               group=WORKER_GROUP):
-            run.append(to_torch(images, labels, self.opts.resize))
+            run.append(to_torch(images, labels, self.opts.resize, self.opts.normalize))
             if len(run) == WORKER_GROUP or k == plan.num_batches - 1:
                 yield _join(run)
                 run = []
@@ -125,9 +127,9 @@ def _can_pin() -> bool:
     return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
 
 
-def _convert_run(run, resize):
+def _convert_run(run, resize, normalize):
     """[(images, labels)] -> [(X, y)] (:func:`to_torch` of each)."""
-    return [to_torch(images, labels, resize) for images, labels in run]
+    return [to_torch(images, labels, resize, normalize) for images, labels in run]
 
 
 def _thread_batches(opts: LoaderOptions, manifest, source, num_workers: int, prefetch: int):
@@ -161,12 +163,12 @@ def _thread_batches(opts: LoaderOptions, manifest, source, num_workers: int, pre
                 for _, images, labels in batches:
                     run.append((images, labels))
                     if len(run) == WORKER_GROUP:
-                        if not put(pool.submit(_convert_run, run, opts.resize)):
+                        if not put(pool.submit(_convert_run, run, opts.resize, opts.normalize)):
                             return
                         run = []
             finally:
                 batches.close()
-            if run and not put(pool.submit(_convert_run, run, opts.resize)):
+            if run and not put(pool.submit(_convert_run, run, opts.resize, opts.normalize)):
                 return
             put(None)
         except BaseException as exc:  # re-raised in the consumer
@@ -334,7 +336,7 @@ def torch_loader(location, *, batch_size, resize=None, shuffle=True, shuffle_buf
                  world_size=None, start_batch=0, format="auto", num_workers=0,
                  storage_options=None, cache_dir=None, cache_limit=None, token=None,
                  pin_memory=False, prefetch_factor=None, worker_mode="thread",
-                 check_shards=True, service=None) -> ShardLoader:
+                 check_shards=True, service=None, normalize=None) -> ShardLoader:
     """A PyTorch loader over the converted split at ``location`` (path or URL).
 
     Yields ``(X, y)``: X float32 (b, C, h, w) in [0, 1] (``resize=(h, w)`` or the stored size),
@@ -362,6 +364,9 @@ def torch_loader(location, *, batch_size, resize=None, shuffle=True, shuffle_buf
                              "each worker prepares ahead)")
     rank, world_size = _default_rank_world(rank, world_size)
     client = None if service is None else BatchService.of(service, token)
+    if client is not None and normalize is not None:
+        raise InputError("normalize= with service=: the batch servers send unnormalised "
+                         "batches; leave normalize out there")
     if client is not None and num_workers:
         raise InputError("num_workers with service=: the batch servers compute the batches; "
                          "leave num_workers=0")
@@ -370,7 +375,8 @@ def torch_loader(location, *, batch_size, resize=None, shuffle=True, shuffle_buf
         shuffle_buffer=shuffle_buffer, shard_shuffle=shard_shuffle, seed=seed, epoch=epoch,
         drop_last=drop_last, rank=rank, world_size=world_size, start_batch=start_batch,
         format=format, storage_options=storage_options, cache_dir=cache_dir,
-        cache_limit=cache_limit, token=token, check_shards=check_shards)
+        cache_limit=cache_limit, token=token, check_shards=check_shards,
+        **({} if normalize is None else {"normalize": normalize}))
     compiled_kernel()  # load (or rule out, warning once) the resize kernel before workers start
     return ShardLoader(opts, manifest, num_workers=num_workers, pin_memory=bool(pin_memory),
                        prefetch_factor=prefetch_factor, worker_mode=worker_mode,
