@@ -82,11 +82,14 @@ def test_torch_epochs_through_the_service_are_the_local_ones(root, servers, name
                                                              num_servers):
     want = torch_batches(os.path.join(root, name), **kw)
     # runs of one batch, so that both servers serve runs of one epoch
-    svc = BatchService(servers[:num_servers], TOKEN, run_bytes=1)
+    svc = BatchService(servers[:num_servers], TOKEN, run_bytes=1, in_flight=1)
     got = torch_batches(name, service=svc, **kw)
     assert_same(got, want)
+    # every run was served once (which server serves which run depends on the scheduling of
+    # the client's threads: on a loaded machine one server may serve them all; the split
+    # between servers is tested where it is forced: tests/test_service_faults.py)
     served = [svc.stats[u]["runs"] for u in servers[:num_servers]]
-    assert all(n > 0 for n in served), served
+    assert sum(served) == len(got), served
     # the list-of-URLs form, default run length
     assert_same(torch_batches(name, service=servers[:num_servers], token=TOKEN, **kw), want)
 
@@ -95,7 +98,7 @@ def test_torch_epochs_through_the_service_are_the_local_ones(root, servers, name
 @pytest.mark.parametrize("name,kw", CASES)
 def test_tf_epochs_through_the_service_are_the_local_ones(root, servers, name, kw, num_servers):
     want = tf_batches(os.path.join(root, name), **kw)
-    svc = BatchService(servers[:num_servers], TOKEN, run_bytes=1)
+    svc = BatchService(servers[:num_servers], TOKEN, run_bytes=1, in_flight=1)
     assert_same(tf_batches(name, service=svc, **kw), want)
     assert_same(tf_batches(name, service=svc, num_parallel=2, **kw), want)
 
