@@ -14,7 +14,10 @@ released to the fetcher, as soon as its samples are in the pool.
 
 from __future__ import annotations
 
+import atexit
 import threading
+import time
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -183,6 +186,32 @@ class _Pool:
         return images, labels
 
 
+#: the daemon threads of shardstream still alive (read-ahead, plan threads): joined at exit
+_THREADS: weakref.WeakSet = weakref.WeakSet()
+#: seconds the exit hook waits, in all, for them
+EXIT_JOIN_SECONDS = 5.0
+
+
+def track(thread: threading.Thread) -> threading.Thread:
+    """Register a daemon thread of the loaders so that the interpreter's exit waits for it
+    (:func:`_join_at_exit`) instead of finalizing while it is inside pyarrow, numba or torch
+    code (a native thread pool torn down under it aborts the process: "terminate called
+    without an active exception", seen after Ctrl-C and at the end of DDP runs)."""
+    _THREADS.add(thread)
+    return thread
+
+
+@atexit.register
+def _join_at_exit() -> None:
+    deadline = time.monotonic() + EXIT_JOIN_SECONDS
+    for thread in list(_THREADS):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        if thread.is_alive() and thread is not threading.current_thread():
+            thread.join(left)
+
+
 class _ReadAhead:
     """Shard ``shard`` of ``source`` (just the samples ``want``) read by a daemon thread:
     reading the file, Parquet decoding and PNG decoding release the GIL, so this overlaps the
@@ -194,7 +223,8 @@ class _ReadAhead:
         self.result = self.error = None
         self.done = self.abandoned = False
         self.lock = threading.Lock()
-        self.thread = threading.Thread(target=self._run, name="shardstream-read", daemon=True)
+        self.thread = track(threading.Thread(target=self._run, name="shardstream-read",
+                                             daemon=True))
         self.thread.start()
 
     def _run(self) -> None:

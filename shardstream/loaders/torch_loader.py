@@ -27,6 +27,7 @@ import torch.utils.data
 
 from ..errors import InputError
 from ..service.client import BatchService
+from .execute import track
 from .lazyexec import iter_batches
 from .normalize import normalize_
 from .options import LoaderOptions, check_int, loader_options
@@ -174,7 +175,7 @@ def _thread_batches(opts: LoaderOptions, manifest, source, num_workers: int, pre
         except BaseException as exc:  # re-raised in the consumer
             put(exc)
 
-    producer = threading.Thread(target=produce, name="shardstream-plan", daemon=True)
+    producer = track(threading.Thread(target=produce, name="shardstream-plan", daemon=True))
     producer.start()
     try:
         while True:
