@@ -38,6 +38,40 @@ def _gunzip(data: bytes, where: str) -> bytes:
     return out
 
 
+def _check_magic(magic: int, where: str, expect: int | None) -> int:
+    """The number of dimensions of an IDX file whose magic number is ``magic``."""
+    if magic not in _NDIM:
+        raise InputError(f"{where}: wrong magic number {magic} (0x{magic:08x}); an IDX file of "
+                         f"labels starts with 2049, of images with 2051; {_FIX}")
+    if expect is not None and magic != expect:
+        raise InputError(f"{where}: holds {_KIND[magic]} (magic {magic}) where {_KIND[expect]} "
+                         f"(magic {expect}) were expected; are the images and labels files "
+                         f"swapped?")
+    return _NDIM[magic]
+
+
+def _check_dims(dims: tuple, where: str) -> int:
+    """The bytes of data the header ``dims`` promises (checked to be sensible)."""
+    if len(dims) == 3 and (dims[1] == 0 or dims[2] == 0):
+        raise InputError(f"{where}: wrong dimensions {dims[0]}x{dims[1]}x{dims[2]}: images of "
+                         f"zero height or width; {_FIX}")
+    need = int(np.prod(dims, dtype=object))
+    if need > MAX_BYTES:
+        raise InputError(f"{where}: wrong dimensions {'x'.join(map(str, dims))} "
+                         f"({need} bytes of data); {_FIX}")
+    return need
+
+
+def _check_length(dims: tuple, need: int, have: int, where: str, extra: str) -> None:
+    if have < need:
+        raise InputError(f"{where}: truncated: the header promises {'x'.join(map(str, dims))} "
+                         f"= {need} bytes of data, the file holds {have}; {_FIX}")
+    if have > need:
+        raise InputError(f"{where}: wrong dimensions: the header says "
+                         f"{'x'.join(map(str, dims))} = {need} bytes of data, but the file "
+                         f"holds {extra}; {_FIX}")
+
+
 def parse_idx(data: bytes, where: str, expect: int | None = None) -> np.ndarray:
     """Parse the bytes of an IDX file (gzip-compressed or plain) into a uint8 array:
     (N,) for labels (magic 2049), (N, H, W) for images (magic 2051).
@@ -54,34 +88,15 @@ def parse_idx(data: bytes, where: str, expect: int | None = None) -> np.ndarray:
         raise InputError(f"{where}: truncated: {len(data)} bytes, too short for the IDX "
                          f"header; {_FIX}")
     magic = int.from_bytes(data[:4], "big")
-    if magic not in _NDIM:
-        raise InputError(f"{where}: wrong magic number {magic} (0x{magic:08x}); an IDX file of "
-                         f"labels starts with 2049, of images with 2051; {_FIX}")
-    if expect is not None and magic != expect:
-        raise InputError(f"{where}: holds {_KIND[magic]} (magic {magic}) where {_KIND[expect]} "
-                         f"(magic {expect}) were expected; are the images and labels files "
-                         f"swapped?")
-    ndim = _NDIM[magic]
+    ndim = _check_magic(magic, where, expect)
     head = 4 + 4 * ndim
     if len(data) < head:
         raise InputError(f"{where}: truncated: {len(data)} bytes, the IDX header of "
                          f"{_KIND[magic]} needs {head}; {_FIX}")
     dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    if ndim == 3 and (dims[1] == 0 or dims[2] == 0):
-        raise InputError(f"{where}: wrong dimensions {dims[0]}x{dims[1]}x{dims[2]}: images of "
-                         f"zero height or width; {_FIX}")
-    need = int(np.prod(dims, dtype=object))
+    need = _check_dims(dims, where)
     have = len(data) - head
-    if need > MAX_BYTES:
-        raise InputError(f"{where}: wrong dimensions {'x'.join(map(str, dims))} "
-                         f"({need} bytes of data); {_FIX}")
-    if have < need:
-        raise InputError(f"{where}: truncated: the header promises {'x'.join(map(str, dims))} "
-                         f"= {need} bytes of data, the file holds {have}; {_FIX}")
-    if have > need:
-        raise InputError(f"{where}: wrong dimensions: the header says "
-                         f"{'x'.join(map(str, dims))} = {need} bytes of data, but the file "
-                         f"holds {have} ({have - need} extra); {_FIX}")
+    _check_length(dims, need, have, where, f"{have} ({have - need} extra)")
     return np.frombuffer(data, dtype=np.uint8, count=need, offset=head).reshape(dims)
 
 
@@ -190,24 +205,11 @@ def scan_idx(path, expect: int | None = None) -> tuple[tuple, int, str]:
         if not first:
             raise InputError(f"{path}: the file is empty (0 bytes); {_FIX}")
         magic = int.from_bytes(first, "big")
-        if magic not in _NDIM:
-            raise InputError(f"{path}: wrong magic number {magic} (0x{magic:08x}); an IDX file of "
-                             f"labels starts with 2049, of images with 2051; {_FIX}")
-        if expect is not None and magic != expect:
-            raise InputError(f"{path}: holds {_KIND[magic]} (magic {magic}) where "
-                             f"{_KIND[expect]} (magic {expect}) were expected; are the images "
-                             f"and labels files swapped?")
-        ndim = _NDIM[magic]
+        ndim = _check_magic(magic, path, expect)
         head = _read_exact(stream, 4 * ndim, path, f"the IDX header of {_KIND[magic]} needs "
                                                    f"{4 + 4 * ndim} bytes")
         dims = tuple(int.from_bytes(head[4 * i: 4 + 4 * i], "big") for i in range(ndim))
-        if ndim == 3 and (dims[1] == 0 or dims[2] == 0):
-            raise InputError(f"{path}: wrong dimensions {dims[0]}x{dims[1]}x{dims[2]}: images "
-                             f"of zero height or width; {_FIX}")
-        need = int(np.prod(dims, dtype=object))
-        if need > MAX_BYTES:
-            raise InputError(f"{path}: wrong dimensions {'x'.join(map(str, dims))} "
-                             f"({need} bytes of data); {_FIX}")
+        need = _check_dims(dims, path)
         have = 0
         try:
             while block := stream.read(BLOCK):
@@ -216,14 +218,7 @@ def scan_idx(path, expect: int | None = None) -> tuple[tuple, int, str]:
                     break
         except (OSError, EOFError, zlib.error) as exc:
             raise InputError(f"{path}: not a valid gzip file ({exc}); {_FIX}") from None
-        if have < need:
-            raise InputError(f"{path}: truncated: the header promises "
-                             f"{'x'.join(map(str, dims))} = {need} bytes of data, the file "
-                             f"holds {have}; {_FIX}")
-        if have > need:
-            raise InputError(f"{path}: wrong dimensions: the header says "
-                             f"{'x'.join(map(str, dims))} = {need} bytes of data, but the file "
-                             f"holds more; {_FIX}")
+        _check_length(dims, need, have, path, "more")
         while raw.read(BLOCK):              # the rest of the file, for its sha256
             pass
         return dims, raw.count, raw.sha.hexdigest()
