@@ -29,7 +29,10 @@ EXIT_WITHIN = 30
 ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = textwrap.dedent("""
-    import sys
+    import signal, sys
+    # Python leaves SIGINT ignored when it starts ignored (a job started with `&` by a
+    # non-interactive shell, as some CI runners do): a terminal's Ctrl-C is what is tested
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     import shardstream as ss
 
     location, framework, workers, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
@@ -126,3 +129,49 @@ def test_the_exit_hook_destroys_live_iterators(loader_splits):
     assert ds._shardstream_passes.stopped and not ds._shardstream_passes.open
     with pytest.raises(AttributeError):
         next(it)
+
+
+DROPPED = textwrap.dedent("""
+    import signal, sys, time
+    signal.signal(signal.SIGINT, signal.default_int_handler)   # see CHILD
+    if sys.argv[1] == "install":
+        from shardstream.loaders import interrupt
+        interrupt.install()
+
+    class Slow:
+        def __del__(self):
+            print("in __del__", flush=True)
+            time.sleep(10)   # the SIGINT arrives here: Python drops the KeyboardInterrupt
+
+    Slow()                   # destroyed at once
+    for _ in range(20):      # what a training loop would do next
+        time.sleep(0.1)
+    print("survived", flush=True)
+""")
+
+
+@pytest.mark.parametrize("install", [True, False], ids=["installed", "python-alone"])
+def test_a_ctrl_c_dropped_in_a_destructor_is_delivered_again(tmp_path, install):
+    """A real SIGINT while the main thread runs a ``__del__``: CPython drops the
+    KeyboardInterrupt ("Exception ignored in"); with :mod:`shardstream.loaders.interrupt`
+    installed (both loaders install it) it is delivered again right after, and the process ends
+    by SIGINT; without it, the loop goes on to the end (what the CI run saw in tf.data)."""
+    script = tmp_path / "dropped.py"
+    script.write_text(DROPPED)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    child = subprocess.Popen([sys.executable, str(script), "install" if install else "-"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert child.stdout.readline() == "in __del__\n"
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=EXIT_WITHIN)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert "Exception ignored in" in err and "KeyboardInterrupt" in err, err
+    if install:
+        assert child.returncode == -signal.SIGINT, (child.returncode, err)
+        assert "survived" not in out
+    else:
+        assert child.returncode == 0 and out == "survived\n", (child.returncode, out, err)

@@ -43,6 +43,7 @@ import tensorflow as tf  # noqa: E402
 from ..errors import InputError  # noqa: E402
 from ..service.client import BatchService  # noqa: E402
 from .execute import worker_batches  # noqa: E402
+from .interrupt import install as _redeliver_dropped_ctrl_c  # noqa: E402
 from .lazyexec import iter_batches  # noqa: E402
 from .normalize import normalize_  # noqa: E402
 from .options import LoaderOptions, check_int, loader_options  # noqa: E402
@@ -174,6 +175,8 @@ class _Passes:
         self.lock = threading.Lock()
         self.stopped = False  # set at interpreter exit (tfexit.stop_all)
         _stop_at_exit(self)
+        _redeliver_dropped_ctrl_c()
+        _redeliver_dropped_ctrl_c()
 
     def shutdown(self) -> None:
         """Python is exiting: close every open pass; later requests get empty chunks at once

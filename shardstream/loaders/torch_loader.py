@@ -28,6 +28,7 @@ import torch.utils.data
 from ..errors import InputError
 from ..service.client import BatchService
 from .execute import track
+from .interrupt import install as _redeliver_dropped_ctrl_c
 from .lazyexec import iter_batches
 from .normalize import normalize_
 from .options import LoaderOptions, check_int, loader_options
@@ -379,6 +380,7 @@ def torch_loader(location, *, batch_size, resize=None, shuffle=True, shuffle_buf
         cache_limit=cache_limit, token=token, check_shards=check_shards,
         **({} if normalize is None else {"normalize": normalize}))
     compiled_kernel()  # load (or rule out, warning once) the resize kernel before workers start
+    _redeliver_dropped_ctrl_c()
     return ShardLoader(opts, manifest, num_workers=num_workers, pin_memory=bool(pin_memory),
                        prefetch_factor=prefetch_factor, worker_mode=worker_mode,
                        service=client)

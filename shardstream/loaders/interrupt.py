@@ -1,0 +1,60 @@
+"""A Ctrl-C that Python would drop is delivered again.
+
+Why: CPython raises ``KeyboardInterrupt`` in whatever Python code the main thread runs when the
+SIGINT arrives.  When that code is a destructor (``__del__``, a generator finalized by the
+garbage collector), Python cannot propagate the exception: it prints ``Exception ignored in:
+... KeyboardInterrupt`` and the program goes on as if nothing happened.  A tf.data loop runs
+such a destructor on every element (TensorFlow's ``Executor.__del__``, around each
+``next()``), so now and then a Ctrl-C vanished and the loop kept training
+(seen in CI: the interrupted child was still running 30 s later).
+
+:func:`install` chains a :data:`sys.unraisablehook` that, for a dropped ``KeyboardInterrupt``
+in the main thread, lets the original hook report it and then, from a short-lived thread once
+the hook has returned, simulates the SIGINT again (:func:`_thread.interrupt_main`): the main
+thread's SIGINT handler -- Python's default, or the user's own -- runs again at its next
+instruction, outside the destructor (should that be another destructor, the same happens
+again).  Nothing else changes: no signal handler is replaced, other unraisable exceptions
+pass through untouched, and once the interpreter is shutting down (the main thread has ended)
+nothing is re-delivered, so the exit hooks (:mod:`.tfexit`) run undisturbed.  Both loaders
+call :func:`install` when built.
+"""
+
+from __future__ import annotations
+
+import _thread
+import sys
+import threading
+import time
+
+_state = {"previous": None}
+
+
+def _hook(unraisable) -> None:
+    previous = _state["previous"] or sys.__unraisablehook__
+    previous(unraisable)
+    if (unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt)
+            and threading.current_thread() is threading.main_thread()
+            and threading.main_thread().is_alive()):
+        threading.Thread(target=_deliver, name="shardstream-ctrl-c", daemon=True).start()
+
+
+def _deliver() -> None:
+    """Simulate the SIGINT once the main thread has left :func:`_hook` (an interrupt raised
+    inside the hook would be dropped again); waits at most ~0.5 s for that."""
+    main = threading.main_thread().ident
+    for _ in range(100):
+        time.sleep(0.005)
+        frame = sys._current_frames().get(main)
+        while frame is not None and frame.f_code is not _hook.__code__:
+            frame = frame.f_back
+        if frame is None:
+            break
+    _thread.interrupt_main()
+
+
+def install() -> None:
+    """Chain :func:`_hook` in front of the current :data:`sys.unraisablehook` (once)."""
+    if sys.unraisablehook is not _hook:
+        _state["previous"] = sys.unraisablehook
+        sys.unraisablehook = _hook
+
