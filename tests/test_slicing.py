@@ -220,6 +220,8 @@ def test_sliced_ranks_and_resume_are_the_reference(loader_splits, rank):
     lo, hi = tfds_bounds("[35%:]", 1000)
     want = reference(images, labels, sizes, lo, hi, **kw)
     assert_same(torch_epoch(loc + "[35%:]", num_workers=2, **kw), want)
+    if rank == 1:
+        assert_same(torch_epoch(loc + "[35%:]", num_workers=2, worker_mode="process", **kw), want)
     assert_same(tf_epoch(loc + "[35%:]", num_parallel=2, **kw), want)
     assert_same(torch_epoch(loc + "[35%:]", start_batch=3, **kw), want[3:])
     assert_same(tf_epoch(loc + "[35%:]", start_batch=3, num_parallel=2, **kw), want[3:])
@@ -252,7 +254,7 @@ def test_in_order_slice_is_the_range_itself(loader_splits):
     loc, images, labels = loader_splits["npy"]
     for sl, (lo, hi) in (("[-100:]", (900, 1000)), ("[:1000]", (0, 1000)), ("[5:-5]", (5, 995)),
                          ("[-130:-120]", (870, 880))):
-        got = torch_epoch(loc + sl, batch_size=1000, shuffle=False)
+        got = torch_epoch(pathlib.Path(loc + sl), batch_size=1000, shuffle=False)  # PathLike
         assert len(got) == 1
         assert np.array_equal(got[0][0], to_float(images[lo:hi]))
         assert np.array_equal(got[0][1], labels[lo:hi])
@@ -290,6 +292,20 @@ def test_http_location_with_a_slice(loader_splits, http_serve, tmp_path):
     # 200 samples of shards of 128: only shards 0 and 1 were fetched into the cache
     cached = sorted(p.name.split("-", 2)[-1] for p in cache.rglob("*.parquet"))
     assert cached == ["train-000000.parquet", "train-000001.parquet"]
+
+
+def test_s3_location_with_a_slice(loader_splits, s3_server, tmp_path):
+    from shardstream.storage.upload import upload
+
+    loc = loader_splits["rgb"][0]        # split "train" of dataset "toy"
+    dest = s3_server.bucket("sliced") + "/data"
+    upload(loc, dest, progress=False, storage_options=s3_server.storage_options)
+    kw = dict(batch_size=25, seed=8, shuffle_buffer=60, storage_options=s3_server.storage_options,
+              cache_dir=str(tmp_path / "cache"))
+    want = torch_epoch(loc + "[-150:]", **{k: v for k, v in kw.items()
+                                           if k not in ("storage_options", "cache_dir")})
+    assert_same(torch_epoch(f"{dest}/toy/train[-150:]", **kw), want)
+    assert_same(tf_epoch(f"{dest}/toy/train[-150:]", num_parallel=2, **kw), want)
 
 
 def test_batch_service_takes_a_sliced_dataset(loader_splits):

@@ -92,7 +92,8 @@ def split_location(location: str) -> tuple[str, SplitSlice | None]:
     """``(base location, SplitSlice or None)``: ``location`` without its slice suffix, and the
     slice (see the module doc).  The one parser of slice suffixes, for every location kind
     (paths, ``file://``, ``http(s)://``, ``s3://``)."""
-    location = os.fspath(location)
+    if isinstance(location, os.PathLike):
+        location = os.fspath(location)
     match = _SUFFIX.match(location) if isinstance(location, str) else None
     if match is None:
         return location, None
