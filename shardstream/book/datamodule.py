@@ -19,8 +19,11 @@ nothing), and a denied one (HTTP 401/403, S3 AccessDenied) an :class:`AccessErro
 (``token=`` is the bearer token of an http(s) root). ``val`` is the ``val`` (``valid``,
 ``validation``) split when there is one, else ``test`` (the chapter's choice); a dataset of
 one split (an image folder) gets a deterministic validation split with ``val_fraction=``
-(:mod:`.carve`). With ``framework="tf"``, ``data.train`` and ``data.val`` are the book's
-``(images, labels)`` pairs (:mod:`.arrays`): ``len(data.train[0])`` is 60000.
+(:mod:`.carve`). Split slices stream parts of a split without a copy:
+``train_split="train[:90%]", val_split="train[90%:]"`` (:mod:`shardstream.loaders.slicing`:
+contiguous ranges in the stored order -- right for Fashion-MNIST, not for an image folder,
+stored class by class). With ``framework="tf"``, ``data.train`` and ``data.val`` are the
+book's ``(images, labels)`` pairs (:mod:`.arrays`): ``len(data.train[0])`` is 60000.
 
 Framework tensors are made by the adapters (:mod:`.torch_loader`, :mod:`.tf_loader`); this
 module imports neither framework.
@@ -198,12 +201,17 @@ class DataModule:
     ``"tar"``, ``"parquet"``), ``raw`` (folder of raw files for the one-time conversion),
     ``storage_options`` (remote roots), ``token`` (bearer token of an http(s) root),
     ``val_fraction`` (a dataset with only ``train``: carve this fraction of it into a
-    validation split, deterministically from ``seed``; see :mod:`.carve`).
+    validation split, deterministically from ``seed``; see :mod:`.carve`), ``train_split`` /
+    ``val_split`` (the splits to use, by name under ``<root>/<name>/``, each optionally with a
+    tfds-style slice: ``train_split="train[:90%]", val_split="train[90%:]"`` streams a
+    validation split out of train without writing anything; default ``"train"`` and the first
+    of ``val``, ``valid``, ``validation``, ``test`` there).
     """
 
     def __init__(self, name, batch_size=64, resize=None, root="shards", framework="torch",
                  num_workers=0, seed=0, shuffle_buffer=10_000, format="auto", raw=None,
-                 storage_options=None, token=None, val_fraction=None):
+                 storage_options=None, token=None, val_fraction=None, train_split=None,
+                 val_split=None):
         if framework not in FRAMEWORKS:
             raise InputError(f"framework={framework!r}: choose 'torch' or 'tf'")
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
@@ -220,7 +228,7 @@ class DataModule:
         self.storage_options = storage.with_token(self.root, storage_options, token)
         self.resize = check_resize(resize)
         self._ensure_converted(raw)
-        self.locations = self._splits(val_fraction)
+        self.locations = self._splits(val_fraction, train_split, val_split)
         self.datasets = tuple(SplitDataset(loc, resize=self.resize, framework=framework,
                                            format=format, storage_options=self.storage_options)
                               for loc in self.locations)
@@ -247,16 +255,28 @@ class DataModule:
         except NotFoundError:
             return False
 
-    def _splits(self, val_fraction):
+    def _splits(self, val_fraction, train_split=None, val_split=None):
         """(train location, validation location) (see the module doc)."""
+        for arg, v in (("train_split", train_split), ("val_split", val_split)):
+            if v is not None and (not isinstance(v, str) or not v.strip("/")):
+                raise InputError(f"{arg}={v!r}: must be a split name under "
+                                 f"{self._location('')}, optionally sliced: 'train[:90%]'")
+        if val_fraction is not None and (train_split or val_split) is not None:
+            raise InputError(f"val_fraction={val_fraction!r} carves its own splits: leave "
+                             f"train_split / val_split out (or val_fraction, and slice: "
+                             f"train_split='train[:90%]', val_split='train[90%:]')")
+        train = self._location(train_split or "train")
+        if val_split is not None:
+            return train, self._location(val_split)
         val = next((s for s in VAL_SPLITS if self._has(s)), None)
         if val_fraction is None:
             if val is None:
                 raise NotFoundError(
                     f"{self._location('train')} has no validation split next to it (none of "
                     f"{', '.join(VAL_SPLITS)}); pass val_fraction=0.1 to carve one out of "
-                    f"train")
-            return self._location("train"), self._location(val)
+                    f"train, or stream one: train_split='train[:90%]', "
+                    f"val_split='train[90%:]'")
+            return train, self._location(val)
         if val is not None:
             raise InputError(f"val_fraction={val_fraction!r}: {self.name} already has a "
                              f"validation split ({self._location(val)}); leave val_fraction "

@@ -29,6 +29,7 @@ from ..shards.manifest import Manifest, load_manifest
 from ..shards.names import FORMATS
 from ..storage.cache import ShardFetcher
 from .plan import shard_of
+from .slicing import sliced, split_location
 
 #: how many shards ahead of the one being read :func:`iter_batches` asks the fetcher to prefetch
 PREFETCH_AHEAD = 2
@@ -110,18 +111,24 @@ class ShardSource:
 
 def open_stream(location: str, *, format: str = "auto", storage_options=None, cache_dir=None,
                 cache_limit=None, token=None, manifest: Manifest | None = None,
-                check_shards: bool = True) -> ShardSource:
+                check_shards: bool = True, split_slice=None) -> ShardSource:
     """Open the split at ``location`` for reading: loads its manifest (unless given), picks the
     format (:func:`choose_format`) and sets up the shard fetcher (local files are read in place,
     remote ones through the verified local cache; ``check_shards``: see
-    :mod:`shardstream.storage.checked`)."""
+    :mod:`shardstream.storage.checked`).  A location ending in a split slice
+    (``.../train[:90%]``, :mod:`.slicing`) -- or a ``split_slice`` given apart, ``location``
+    then being the split's -- gives a :class:`~shardstream.loaders.slicing.SlicedSource`: the
+    slice as a split of its own (``.manifest`` its ``SliceView``)."""
+    if split_slice is None:
+        location, split_slice = split_location(location)
     storage_options = storage.with_token(location, storage_options, token)
     if manifest is None:
         manifest = load_manifest(location, storage_options=storage_options)
+    manifest = getattr(manifest, "base", manifest)  # the whole split's, for a SliceView
     fmt = choose_format(manifest, format)
     fetcher = ShardFetcher(location, manifest, fmt, storage_options=storage_options,
                            cache_dir=cache_dir, cache_limit=cache_limit, check=check_shards)
-    return ShardSource(location, manifest, fmt, fetcher)
+    return sliced(ShardSource(location, manifest, fmt, fetcher), split_slice, location)
 
 
 @dataclass

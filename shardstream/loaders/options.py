@@ -20,6 +20,7 @@ from ..shards.manifest import MANIFEST_NAME, Manifest, load_manifest
 from .execute import ShardSource, choose_format, open_stream
 from .lazyplan import LazyPlan
 from .normalize import check_normalize
+from .slicing import SplitSlice, split_location, view
 
 
 def check_int(name, value, minimum=0):
@@ -79,12 +80,23 @@ class LoaderOptions:
     token: str | None
     check_shards: bool
     normalize: tuple | None = None  # (mean (C,), std (C,)) floats, see normalize.py
+    split_slice: SplitSlice | None = None  # the location's slice suffix, see slicing.py
+
+    @property
+    def where(self) -> str:
+        """The location as the user wrote it (with its slice suffix, if any)."""
+        return self.location + (self.split_slice.text if self.split_slice else "")
+
+    def view(self, manifest):
+        """What the plan runs over: ``manifest`` (the split's), or its slice's
+        :class:`~shardstream.loaders.slicing.SliceView`."""
+        return view(manifest, self.split_slice, self.location)
 
     def plan(self, manifest: Manifest, epoch: int | None = None, start_batch: int | None = None):
         """The plan of this rank for ``epoch`` (default: ``self.epoch``) from ``start_batch``:
         a :class:`~shardstream.loaders.lazyplan.LazyPlan` (O(S) to make, never O(N))."""
         return LazyPlan(
-            manifest.shard_sizes, batch_size=self.batch_size, seed=self.seed,
+            self.view(manifest).shard_sizes, batch_size=self.batch_size, seed=self.seed,
             epoch=self.epoch if epoch is None else epoch, shuffle=self.shuffle,
             shard_shuffle=self.shard_shuffle, shuffle_buffer=self.shuffle_buffer,
             drop_last=self.drop_last, rank=self.rank, world_size=self.world_size,
@@ -95,7 +107,7 @@ class LoaderOptions:
         return open_stream(self.location, format=self.format,
                            storage_options=self.storage_options, cache_dir=self.cache_dir,
                            cache_limit=self.cache_limit, token=self.token, manifest=manifest,
-                           check_shards=self.check_shards)
+                           check_shards=self.check_shards, split_slice=self.split_slice)
 
     def image_size(self, manifest: Manifest) -> tuple[int, int, int]:
         """(h, w, C) of the batches' images after resize."""
@@ -155,12 +167,15 @@ def loader_options(location, *, batch_size, resize=None, shuffle=True, shuffle_b
     ManifestError / NotFoundError when ``location`` has no readable manifest, and
     ManifestError / ShardError when a shard the manifest lists is missing or truncated.
     ``manifest``: the split's manifest, read elsewhere (the batch service's client asks a
-    server for it): then ``location`` is not read here at all, only the arguments are checked."""
+    server for it): then ``location`` is not read here at all, only the arguments are checked.
+    ``location`` may end in a split slice (``.../train[:90%]``, :mod:`.slicing`): the options
+    then hold the split's location and the slice apart; the manifest returned is the split's."""
     if isinstance(location, os.PathLike):
         location = os.fspath(location)
     if not isinstance(location, str) or not location:
         raise InputError(f"location={location!r}: must be a path or URL string of a converted "
                          f"split (the folder holding {MANIFEST_NAME})")
+    location, split_slice = split_location(location)
     batch_size = check_int("batch_size", batch_size, 1)
     resize = check_resize(resize)
     shuffle = _bool("shuffle", shuffle)
@@ -194,13 +209,13 @@ def loader_options(location, *, batch_size, resize=None, shuffle=True, shuffle_b
         storage_options=storage_options,
         cache_dir=None if cache_dir is None else os.fspath(cache_dir),
         cache_limit=cache_limit, token=token, check_shards=check_shards,
-        normalize=check_normalize(normalize, manifest.image_shape[-1]))
+        normalize=check_normalize(normalize, manifest.image_shape[-1]), split_slice=split_slice)
     total = opts.plan(manifest).num_batches
     if total == 0:
         raise InputError(
             f"batch_size={batch_size}, world_size={world_size}, drop_last=True leave no batch for "
-            f"rank {rank} from the {manifest.num_samples} samples of {location}; use a smaller "
-            f"batch_size or drop_last=False")
+            f"rank {rank} from the {opts.view(manifest).num_samples} samples of {opts.where}; use "
+            f"a smaller batch_size or drop_last=False")
     if start_batch > total:
         raise InputError(f"start_batch={start_batch}: the epoch has only {total} batches for "
                          f"rank {rank} (valid: 0 .. {total})")

@@ -200,7 +200,8 @@ class ShardLoader:
     ``set_epoch(e)``: switch to epoch ``e`` (a new order) from its first batch;
     ``state_dict()`` / ``load_state_dict(sd)``: the resume point, plain ints
     (seed, epoch, next batch index, plus the arguments a resume must not change).
-    ``.manifest``: the split's manifest; ``.classes``: its class names; ``.dataset``: the
+    ``.manifest``: the split's manifest; ``.num_samples``: the epoch's samples (of the split,
+    or of its slice); ``.classes``: its class names; ``.dataset``: the
     ``IterableDataset`` (current epoch); ``repr(loader)`` shows the location, batch size,
     resize, epoch, rank / world size, workers and length.
 
@@ -231,11 +232,16 @@ class ShardLoader:
         """The class names (label ``i`` is ``classes[i]``), from the manifest."""
         return tuple(self.manifest.classes)
 
+    @property
+    def num_samples(self) -> int:
+        """The samples of an epoch (of the split, or of its slice: ``"train[:90%]"``)."""
+        return int(self._opts.view(self.manifest).num_samples)
+
     def __repr__(self) -> str:
         o = self._opts
         workers = f"{self.num_workers} ({self.worker_mode})" if self.num_workers else "0"
         source = " via the batch service" if self._service is not None else ""
-        return (f"ShardLoader({o.location!r}{source}, {self.manifest.num_samples} samples, "
+        return (f"ShardLoader({o.where!r}{source}, {self.num_samples} samples, "
                 f"batch_size={o.batch_size}, resize={o.resize}, epoch={o.epoch}, "
                 f"rank={o.rank}/world_size={o.world_size}, num_workers={workers}, "
                 f"len={len(self)})")
@@ -264,7 +270,7 @@ class ShardLoader:
         o = self._opts
         return {"seed": o.seed, "epoch": o.epoch, "batch": self._batch,
                 "batch_size": o.batch_size, "world_size": o.world_size, "rank": o.rank,
-                "num_samples": int(self.manifest.num_samples)}
+                "num_samples": self.num_samples}
 
     def load_state_dict(self, state: dict) -> None:
         """Resume from ``state`` (from :meth:`state_dict`): the next iteration starts at batch
@@ -274,7 +280,7 @@ class ShardLoader:
                              "with keys seed, epoch, batch")
         o = self._opts
         for key, mine in (("batch_size", o.batch_size), ("world_size", o.world_size),
-                          ("num_samples", int(self.manifest.num_samples))):
+                          ("num_samples", self.num_samples)):
             if key in state and state[key] != mine:
                 raise InputError(f"load_state_dict: the state was saved with {key}={state[key]}, "
                                  f"this loader has {key}={mine}; batch indices would not match — "

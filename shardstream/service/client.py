@@ -27,6 +27,7 @@ from .. import config
 from ..errors import InputError, ServiceError
 from ..loaders.execute import worker_batches
 from ..loaders.options import loader_options
+from ..loaders.slicing import split_location
 from ..shards.manifest import Manifest
 from .fetch import Fetch, Server, Transient, all_failed, refused, request
 from .request import MAX_RUN_BATCHES, MAX_RUN_BYTES, BadRequest, dataset_segments, manifest_sha
@@ -126,11 +127,12 @@ class BatchService:
             if v is not None:
                 raise InputError(f"{name}={v!r} with service=: the batch servers read the shards "
                                  f"and keep their cache; leave {name} out")
+        dataset, _ = split_location(location)  # "fashion-mnist/train[:90%]": a slice of it
         try:
-            dataset_segments(location)
+            dataset_segments(dataset)
         except BadRequest as exc:
             raise InputError(f"location with service=: {exc}") from None
-        opts, manifest = loader_options(location, manifest=self.manifest(location), **kw)
+        opts, manifest = loader_options(location, manifest=self.manifest(dataset), **kw)
         if _batch_bytes(opts, manifest) > MAX_RUN_BYTES - (1 << 16):
             raise InputError(f"batch_size={opts.batch_size} with images of "
                              f"{opts.image_size(manifest)} is {_batch_bytes(opts, manifest)} bytes "
@@ -154,6 +156,8 @@ class BatchService:
                 "seed": opts.seed, "epoch": opts.epoch, "drop_last": opts.drop_last,
                 "rank": opts.rank, "world_size": opts.world_size, "format": opts.format,
                 "resize": None if opts.resize is None else list(opts.resize), "layout": layout}
+        if opts.split_slice is not None:
+            spec["slice"] = opts.split_slice.text
         return iter(Fetch(self, spec, list(ranges)))
 
     def batches(self, opts, manifest, layout: str = "nchw"):

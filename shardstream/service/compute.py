@@ -28,6 +28,7 @@ from ..loaders.execute import ShardSource, iter_batches
 from ..loaders.options import loader_options
 from ..loaders.plan import Plan, plan_epoch
 from ..loaders.resize import to_float
+from ..loaders.slicing import sliced
 from ..server.paths import inside, is_hidden
 from ..shards.manifest import MANIFEST_NAME, Manifest
 from .request import MAX_RUN_BYTES, BadRequest, BatchRequest, manifest_sha
@@ -182,26 +183,29 @@ class Splits:
             self.splits.put(location, found)
         return found
 
-    def source(self, split: Split, opts) -> _MemorySource:
+    def source(self, split: Split, opts):
+        """The split's :class:`_MemorySource` for ``opts.format`` (cached), restricted to
+        ``opts.split_slice`` when there is one."""
         with self.lock:
             src = split.sources.get(opts.format)
             if src is None:
-                src = split.sources[opts.format] = _MemorySource(
-                    opts.with_(cache_dir=self.cache_dir).open(split.manifest), self.memory)
-            return src
+                src = split.sources[opts.format] = _MemorySource(opts.with_(
+                    cache_dir=self.cache_dir, split_slice=None).open(split.manifest), self.memory)
+        return sliced(src, opts.split_slice, split.location)  # a slice: read from the whole
 
     def plan(self, split: Split, opts) -> Plan:
         """The rank's whole plan for the epoch (from batch 0), cached."""
         key = (split.location, split.sha, opts.batch_size, opts.shuffle, opts.shuffle_buffer,
                opts.shard_shuffle, opts.seed, opts.epoch, opts.drop_last, opts.rank,
-               opts.world_size)
+               opts.world_size, opts.split_slice)
         with self.lock:
             plan = self.plans.get(key)
             if plan is not None:
                 self.plans.move_to_end(key)
                 return plan
         # materialised (random access to any run of batches); equal to the loaders' lazy plan
-        plan = plan_epoch(split.manifest.shard_sizes, batch_size=opts.batch_size, seed=opts.seed,
+        plan = plan_epoch(opts.view(split.manifest).shard_sizes,  # the slice's, if any
+                          batch_size=opts.batch_size, seed=opts.seed,
                           epoch=opts.epoch, shuffle=opts.shuffle,
                           shard_shuffle=opts.shard_shuffle, shuffle_buffer=opts.shuffle_buffer,
                           drop_last=opts.drop_last, rank=opts.rank, world_size=opts.world_size)
@@ -232,7 +236,8 @@ def compute_run(splits: Splits, req: BatchRequest) -> bytearray:
                               f"the one the client planned with (re-converted, or the servers "
                               f"hold different copies); rebuild the loader")
     try:
-        opts, manifest = loader_options(split.location, manifest=split.manifest, **req.loader)
+        opts, manifest = loader_options(split.location + (req.split_slice or ""),
+                                        manifest=split.manifest, **req.loader)
     except InputError as exc:
         raise BadRequest(400, str(exc)) from None
     plan = splits.plan(split, opts)

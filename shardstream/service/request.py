@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from ..errors import InputError
+from ..loaders.slicing import parse_slice
 from ..server.paths import is_hidden
 from .wire import LAYOUTS
 
@@ -28,7 +30,7 @@ LIMITS = {"batch_size": (1, 1 << 20), "shuffle_buffer": (0, 1 << 31), "seed": (0
           "start": (0, 1 << 40), "stop": (1, 1 << 40)}
 BOOLS = ("shuffle", "shard_shuffle", "drop_last")
 FORMATS = ("tar", "parquet")
-FIELDS = {"dataset", "manifest", "format", "resize", "layout", *LIMITS, *BOOLS}
+FIELDS = {"dataset", "slice", "manifest", "format", "resize", "layout", *LIMITS, *BOOLS}
 
 
 def manifest_sha(manifest) -> str:
@@ -50,7 +52,8 @@ class BatchRequest:
     """A checked request: ``dataset`` the path segments under the root; ``loader`` the keyword
     arguments for :func:`loader_options` (batch_size, resize, shuffle, ..., format); the run is
     batches ``start .. stop - 1`` of the rank's epoch; ``manifest``: the sha256 of the manifest
-    the client planned with (None: not checked); ``layout``: "nchw" or "nhwc"."""
+    the client planned with (None: not checked); ``layout``: "nchw" or "nhwc"; ``split_slice``:
+    the dataset's slice suffix (``"[:90%]"``, loaders/slicing.py) or None."""
 
     dataset: tuple
     loader: dict
@@ -58,6 +61,7 @@ class BatchRequest:
     stop: int
     layout: str
     manifest: str | None
+    split_slice: str | None = None
 
 
 def dataset_segments(name) -> tuple:
@@ -138,4 +142,10 @@ def parse_request(body) -> BatchRequest:
     if loader["rank"] >= loader["world_size"]:
         raise BadRequest(400, f"rank={loader['rank']} is not below "
                               f"world_size={loader['world_size']}")
-    return BatchRequest(dataset, loader, start, stop, layout, manifest)
+    split_slice = body.get("slice")
+    if split_slice is not None:
+        try:
+            parse_slice(split_slice, "dataset")
+        except InputError as exc:
+            raise BadRequest(400, f"slice={split_slice!r}: {exc}") from None
+    return BatchRequest(dataset, loader, start, stop, layout, manifest, split_slice)
