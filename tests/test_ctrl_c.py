@@ -175,3 +175,41 @@ def test_a_ctrl_c_dropped_in_a_destructor_is_delivered_again(tmp_path, install):
         assert "survived" not in out
     else:
         assert child.returncode == 0 and out == "survived\n", (child.returncode, out, err)
+
+
+LEAKED_LOCK = textwrap.dedent("""
+    import multiprocessing, sys
+    q = multiprocessing.Queue()
+    q.put(1)                      # starts the queue's feeder thread
+    if sys.argv[1] == "install":
+        from shardstream.loaders import interrupt
+        interrupt.unlock_queues_at_exit()
+    q._notempty._lock.acquire()   # what a KeyboardInterrupt inside Queue.put leaves behind
+    print("exiting", flush=True)
+""")
+
+
+@pytest.mark.parametrize("install", [True, False], ids=["installed", "python-alone"])
+def test_a_queue_lock_left_taken_does_not_hang_the_exit(tmp_path, install):
+    """DataLoader process workers: a Ctrl-C landing inside ``multiprocessing.Queue.put`` leaves
+    the queue's lock taken, and multiprocessing's exit finalizer then waits for it for ever
+    (1 interrupted run in 10 in a stress run); the hook the torch loader registers releases
+    it first.  Python alone still hangs (the control: killed after 10 s)."""
+    script = tmp_path / "leaked.py"
+    script.write_text(LEAKED_LOCK)
+    child = subprocess.Popen([sys.executable, str(script), "install" if install else "-"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    try:
+        out, err = child.communicate(timeout=EXIT_WITHIN if install else 10)
+        hung = False
+    except subprocess.TimeoutExpired:
+        hung = True
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    if install:
+        assert not hung and child.returncode == 0 and out == "exiting\n", (child.returncode, err)
+    else:
+        assert hung

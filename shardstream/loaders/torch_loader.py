@@ -29,6 +29,7 @@ from ..errors import InputError
 from ..service.client import BatchService
 from .execute import track
 from .interrupt import install as _redeliver_dropped_ctrl_c
+from .interrupt import unlock_queues_at_exit
 from .lazyexec import iter_batches
 from .normalize import normalize_
 from .options import LoaderOptions, check_int, loader_options
@@ -319,6 +320,7 @@ class ShardLoader:
                 persistent_workers=False, pin_memory=pin, **extra)
             batches = (batch for item in loader for batch in _split(item))
             pin = False  # the DataLoader pins
+            unlock_queues_at_exit()
         try:
             for X, y in batches:
                 if pin:
