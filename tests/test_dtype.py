@@ -309,3 +309,24 @@ def test_book_data_module_takes_dtype_and_normalize(fmnist_shards):
         ss.FashionMNIST(root=root, dtype="uint8", normalize=(mean, std))
     with pytest.raises(InputError, match="one per channel"):
         ss.FashionMNIST(root=root, normalize=((0.5, 0.5, 0.5), (0.2, 0.2, 0.2)))
+
+
+def test_uint8_kernel_machine_code_has_no_fused_multiply_add():
+    """The uint8 specialisation of the kernel (its own machine code): no FMA contraction, and
+    the rounding ``(v + 2**23) - 2**23`` kept (no fastmath folds it away)."""
+    import re
+
+    from numba import njit
+
+    from shardstream.loaders import _kernels, resize
+
+    fresh = njit(nogil=True)(_kernels.resize_into.py_func)
+    x = random_images((4, 28, 28, 1), seed=2)
+    out = np.empty((4, 1, 32 * 32), np.uint8)
+    fresh(x, out, *resize._kernel_args(4, 28, 28, 1, 32, 32, over_255=False))
+    assert np.array_equal(out.reshape(4, 1, 32, 32),
+                          to_uint8_reference(x, (32, 32)).transpose(0, 3, 1, 2))
+    asm = "\n".join(fresh.inspect_asm().values())
+    assert re.search(r"\bv?mulps\b|\bv?mulss\b", asm)
+    assert not re.search(r"\bvfn?m(add|sub)\w*\b", asm)
+    assert ss.to_uint8 is to_uint8

@@ -208,7 +208,7 @@ class DataModule:
     validation split, deterministically from ``seed``; see :mod:`.carve`), ``dtype``
     (``"float32"``: images in [0, 1]; ``"uint8"``: the stored 0..255 values, for preprocessing
     on the GPU) and ``normalize`` (``(mean, std)`` per channel, float32 only) as the loaders'
-    (docs/loaders.md): the dataloaders' batches and ``train[i]`` / ``val[i]`` both.
+    (docs/loaders.md): the dataloaders' batches and, in torch, ``train[i]`` / ``val[i]``.
     """
 
     def __init__(self, name, batch_size=64, resize=None, root="shards", framework="torch",
