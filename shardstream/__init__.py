@@ -17,6 +17,7 @@ _LAZY = {
     "tf_dataset_fn": ("shardstream.loaders.tf_loader", "tf_dataset_fn"),
     "plan_epoch": ("shardstream.loaders.plan", "plan_epoch"),
     "to_float": ("shardstream.loaders.resize", "to_float"),
+    "to_uint8": ("shardstream.loaders.pixels", "to_uint8"),
     "load_manifest": ("shardstream.shards.manifest", "load_manifest"),
     "Manifest": ("shardstream.shards.manifest", "Manifest"),
     "convert": ("shardstream.converters.convert", "convert"),

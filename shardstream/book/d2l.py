@@ -50,7 +50,8 @@ def load_data_fashion_mnist(batch_size, resize=None, *, framework="torch", root=
     ``resize``: ``None`` (the stored 28x28), ``n`` or ``(h, w)`` (PIL bilinear, as the book's
     ``transforms.Resize``); ``num_workers``: torch DataLoader workers, tf parallel readers
     (default :func:`get_dataloader_workers`); ``root`` and the other keywords go to
-    :class:`~.datamodule.FashionMNIST`."""
+    :class:`~.datamodule.FashionMNIST` (e.g. ``dtype="uint8"``, ``normalize=(mean, std)``:
+    the loaders' options, both iterators)."""
     if num_workers is None:
         num_workers = get_dataloader_workers()
     data = FashionMNIST(batch_size=batch_size, resize=resize, framework=framework, root=root,
@@ -58,7 +59,8 @@ def load_data_fashion_mnist(batch_size, resize=None, *, framework="torch", root=
     if framework != "tf":
         return data.train_dataloader(), data.val_dataloader()
     common = dict(batch_size=data.batch_size, resize=data._resize, seed=data.seed,
-                  shuffle_buffer=data.shuffle_buffer, format=data.format,
+                  shuffle_buffer=data.shuffle_buffer, format=data.format, dtype=data.dtype,
+                  normalize=data.normalize,
                   storage_options=data.storage_options, num_parallel=max(data.num_workers, 1))
     train, val = data.locations
     return (loaders.tf_dataset(train, shuffle=True, reshuffle_each_iteration=True, **common),

@@ -41,9 +41,10 @@ from ..converters.datasets import DATASETS, canonical_name
 from ..converters.fetch import raw_in
 from ..errors import AccessError, InputError, NotFoundError
 from ..loaders.execute import open_stream
+from ..loaders.normalize import normalize_
 from ..loaders.options import check_resize
+from ..loaders.pixels import check_pixel_options, to_pixels
 from ..loaders.plan import plan_epoch
-from ..loaders.resize import to_float
 from ..shards.names import MANIFEST_NAME
 from .arrays import book_split
 from .carve import VAL_SPLITS, carve_validation
@@ -55,8 +56,8 @@ SHARD_CACHE = 2
 
 
 def _image_tensor(framework, image):
-    """float32 (h, w, C) -> the framework's image: torch (C, h, w) tensor, tf (h, w, C) tensor
-    (the layouts of the loaders' batches)."""
+    """float32 or uint8 (h, w, C) -> the framework's image: torch (C, h, w) tensor, tf
+    (h, w, C) tensor (the layouts of the loaders' batches)."""
     if framework == "torch":
         from ..loaders.torch_loader import to_torch_image  # noqa: PLC0415 - the framework only when asked for
 
@@ -79,7 +80,8 @@ def _indices(indices):
 class SplitDataset:
     """Map-style view of one converted split: ``len(ds)`` samples, ``ds[i]`` -> (image, label).
 
-    The image is the sample with ``resize`` applied (:func:`to_float`, float32 in [0, 1]) as a
+    The image is the sample with ``resize`` applied (float32 in [0, 1], standardised with
+    ``normalize``; or uint8 with ``dtype="uint8"``: the pixels of the loaders' batches) as a
     framework tensor -- torch: (C, h, w), tf: (h, w, C) -- and the label a Python int. Random
     access by global index: the shard holding ``i`` is found with ``np.searchsorted`` on the
     manifest's offsets, read whole and kept in a small LRU of decoded shards, so neighbouring
@@ -87,7 +89,7 @@ class SplitDataset:
     """
 
     def __init__(self, location, *, resize=None, framework="torch", format="auto",
-                 storage_options=None):
+                 storage_options=None, dtype="float32", normalize=None):
         self.location = location
         self.framework = framework
         self._source = open_stream(location, format=format, storage_options=storage_options)
@@ -95,6 +97,8 @@ class SplitDataset:
         self.resize = check_resize(resize)
         if self.resize == tuple(self.manifest.image_shape[:2]):
             self.resize = None  # the stored size: no resampling, exactly x / 255
+        self.dtype, self.normalize = check_pixel_options(dtype, normalize,
+                                                         self.manifest.image_shape[-1])
         self._offsets = np.asarray(self.manifest.offsets, dtype=np.int64)
         self._shards = OrderedDict()
 
@@ -116,7 +120,8 @@ class SplitDataset:
         return self._shards[s]
 
     def sample(self, index):
-        """Sample ``index`` as numpy: image float32 (h, w, C) in [0, 1], label int."""
+        """Sample ``index`` as numpy: image float32 (h, w, C) in [0, 1] (or standardised, or
+        uint8: see the class doc), label int."""
         if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
             raise InputError(f"index {index!r}: expected an integer sample index")
         n = len(self)
@@ -127,7 +132,8 @@ class SplitDataset:
         s = int(np.searchsorted(self._offsets, i, side="right") - 1)
         images, labels = self._shard(s)
         j = i - int(self._offsets[s])
-        return to_float(images[j:j + 1], self.resize)[0], int(labels[j])
+        image = to_pixels(images[j:j + 1], self.resize, self.dtype)[0]
+        return normalize_(image, self.normalize, -1), int(labels[j])
 
     def __getitem__(self, index):
         image, label = self.sample(index)
@@ -151,7 +157,8 @@ class EpochLoader:
         location = module.locations[0 if train else 1]
         kw = dict(batch_size=module.batch_size, resize=module._resize, shuffle=train,
                   shuffle_buffer=module.shuffle_buffer, seed=module.seed, format=module.format,
-                  storage_options=module.storage_options)
+                  storage_options=module.storage_options, dtype=module.dtype,
+                  normalize=module.normalize)
         self.location, self._kw = location, kw
         if module.framework == "torch":
             from ..loaders.torch_loader import torch_loader  # noqa: PLC0415 - the framework only when asked for
@@ -205,13 +212,16 @@ class DataModule:
     ``val_split`` (the splits to use, by name under ``<root>/<name>/``, each optionally with a
     tfds-style slice: ``train_split="train[:90%]", val_split="train[90%:]"`` streams a
     validation split out of train without writing anything; default ``"train"`` and the first
-    of ``val``, ``valid``, ``validation``, ``test`` there).
+    of ``val``, ``valid``, ``validation``, ``test`` there), ``dtype``
+    (``"float32"``: images in [0, 1]; ``"uint8"``: the stored 0..255 values, for preprocessing
+    on the GPU) and ``normalize`` (``(mean, std)`` per channel, float32 only) as the loaders'
+    (docs/loaders.md): the dataloaders' batches and, in torch, ``train[i]`` / ``val[i]``.
     """
 
     def __init__(self, name, batch_size=64, resize=None, root="shards", framework="torch",
                  num_workers=0, seed=0, shuffle_buffer=10_000, format="auto", raw=None,
                  storage_options=None, token=None, val_fraction=None, train_split=None,
-                 val_split=None):
+                 val_split=None, dtype="float32", normalize=None):
         if framework not in FRAMEWORKS:
             raise InputError(f"framework={framework!r}: choose 'torch' or 'tf'")
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
@@ -227,11 +237,14 @@ class DataModule:
         self.seed, self.shuffle_buffer, self.format = seed, shuffle_buffer, format
         self.storage_options = storage.with_token(self.root, storage_options, token)
         self.resize = check_resize(resize)
+        self.dtype, _ = check_pixel_options(dtype, normalize)  # normalize: by the datasets
         self._ensure_converted(raw)
         self.locations = self._splits(val_fraction, train_split, val_split)
         self.datasets = tuple(SplitDataset(loc, resize=self.resize, framework=framework,
-                                           format=format, storage_options=self.storage_options)
+                                           format=format, storage_options=self.storage_options,
+                                           dtype=self.dtype, normalize=normalize)
                               for loc in self.locations)
+        self.normalize = self.datasets[0].normalize
         if framework == "tf":   # the book's TF tab: (images, labels) pairs
             self.train, self.val = (book_split(d) for d in self.datasets)
         else:

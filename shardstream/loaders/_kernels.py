@@ -1,4 +1,5 @@
-"""The compiled twin of :func:`shardstream.loaders.resize.to_float_reference` (numba).
+"""The compiled twin of :func:`shardstream.loaders.resize.to_float_reference` and of
+:func:`shardstream.loaders.pixels.to_uint8_reference` (numba).
 
 One call per batch: uint8 images (N, H, W, C) in, float32 written straight into the caller's
 array in its final layout, seen as a (N, C, h, w) view (the batch itself for NCHW, a
@@ -6,10 +7,12 @@ transposed view of (N, h, w, C) for NHWC), clamp included; the GIL is released (
 so that batches resize in parallel in threads.
 
 Bits: every output value is the same float32 expression, evaluated in the same order, as in the
-numpy reference: the height pass ``t = x[r0] * c0 + x[r1] * c1 + ...`` over its taps in input
-order (``/ 255`` folded into the first pass's weights), the width pass likewise over ``t``, then
-``min(max(v, 0), 1)``; no resize is ``x / 255``.  numba emits plain ``fmul`` / ``fadd`` /
-``fdiv`` (no ``fastmath``: no reassociation, no FMA contraction, no reciprocal), and
+numpy reference: the height pass ``t = x[r0] * c0 + x[r1] * c1 + ...`` over its taps in input order
+(``/ 255`` folded into the first pass's weights), the width pass likewise over ``t``, then
+``min(max(v, 0), 1)``; no resize is ``x / 255``. For uint8 batches (``hi = 255``: the taps then
+carry no ``/ 255``) the clamp is ``min(max(v, 0), 255)``, then rounded half to even as ``(v + 2**23)
+- 2**23`` (exact in float32 for 0 <= v < 2**23: ``np.rint``'s bits). numba emits plain ``fmul`` /
+``fadd`` / ``fdiv`` (no ``fastmath``: no reassociation, no FMA contraction, no reciprocal), and
 :mod:`shardstream.loaders.resize` checks the bits against the reference on first use.
 
 Layout (the reference's): the batch is worked on as (H*W, N*C), every pixel position holding
@@ -30,9 +33,11 @@ __all__ = ["resize_into", "divide_into"]
 
 
 @njit(nogil=True, cache=True)
-def resize_into(images, out, hidx, hcoef, widx, wcoef, x, trow, urow):
+def resize_into(images, out, hidx, hcoef, widx, wcoef, x, trow, urow, hi):
     """Resize ``images`` uint8 (N, H, W, C), C-contiguous, into ``out`` float32 (N, C, h*w)
-    (any strides: ``out[b, ch, i * w + o]`` is pixel (i, o) of channel ch of image b).
+    (any strides: ``out[b, ch, i * w + o]`` is pixel (i, o) of channel ch of image b), values
+    clamped to [0, ``hi``]; ``hi`` float32 1 (float batches) or 255 (``out`` uint8: the clamped
+    values rounded half to even).
 
     ``hidx`` intp (K, h) / ``hcoef`` float32 (K, h): the height taps (``resize._taps``; K = 0
     when h == H: no height pass); ``widx`` / ``wcoef`` (L, w): the width taps (L = 0 when
@@ -66,6 +71,7 @@ def resize_into(images, out, hidx, hcoef, widx, wcoef, x, trow, urow):
     u2 = urow.reshape(w, nc)
     zero = np.float32(0.0)
     one = np.float32(1.0)
+    magic = np.float32(8388608.0)  # 2**23: adding it rounds 0 <= v < 2**23 to an integer
     for i in range(h):  # one output row at a time: its work stays in the L1 cache
         # height pass: trow = sum_j x[hidx[j, i]] * hcoef[j, i], in tap order
         if k == 0:
@@ -96,10 +102,15 @@ def resize_into(images, out, hidx, hcoef, widx, wcoef, x, trow, urow):
                     for m in range(nc):
                         u2[o, m] = u2[o, m] + t2[q, m] * cf
             res = u2
-        # clamp to [0, 1] (vectorised), then the row of every image into out
-        for o in range(w):
-            for m in range(nc):
-                res[o, m] = min(max(res[o, m], zero), one)
+        # clamp to [0, hi] (vectorised; and round for uint8), then the row of every image
+        if hi == one:
+            for o in range(w):
+                for m in range(nc):
+                    res[o, m] = min(max(res[o, m], zero), one)
+        else:
+            for o in range(w):
+                for m in range(nc):
+                    res[o, m] = (min(max(res[o, m], zero), hi) + magic) - magic
         base = i * w
         for b in range(n):
             for ch in range(c):

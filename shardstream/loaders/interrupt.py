@@ -86,7 +86,7 @@ def _unlock_queues() -> int:
     :data:`QUEUE_LOCK_WAIT` s (left taken by a ``KeyboardInterrupt``); how many were."""
     released = 0
     for obj in gc.get_objects():
-        if not isinstance(obj, multiprocessing.queues.Queue):
+        if not issubclass(type(obj), multiprocessing.queues.Queue):  # (type: no weakproxy)
             continue
         lock = getattr(getattr(obj, "_notempty", None), "_lock", None)
         if lock is None or not hasattr(lock, "acquire"):

@@ -19,7 +19,7 @@ from ..errors import InputError, ManifestError, NotFoundError, ShardError
 from ..shards.manifest import MANIFEST_NAME, Manifest, load_manifest
 from .execute import ShardSource, choose_format, open_stream
 from .lazyplan import LazyPlan
-from .normalize import check_normalize
+from .pixels import check_pixel_options
 from .slicing import SplitSlice, split_location, view
 
 
@@ -81,6 +81,7 @@ class LoaderOptions:
     check_shards: bool
     normalize: tuple | None = None  # (mean (C,), std (C,)) floats, see normalize.py
     split_slice: SplitSlice | None = None  # the location's slice suffix, see slicing.py
+    dtype: str = "float32"  # the batches' pixels: "float32" in [0, 1] or "uint8" (pixels.py)
 
     @property
     def where(self) -> str:
@@ -158,12 +159,13 @@ def loader_options(location, *, batch_size, resize=None, shuffle=True, shuffle_b
                    shard_shuffle=True, seed=0, epoch=0, drop_last=False, rank=0, world_size=1,
                    start_batch=0, format="auto", storage_options=None, cache_dir=None,
                    cache_limit=None, token=None,
-                   check_shards=True, normalize=None,
+                   check_shards=True, normalize=None, dtype="float32",
                    manifest: Manifest | None = None) -> tuple[LoaderOptions, Manifest]:
     """Check every loader argument; returns the checked options and the split's manifest.
 
     Raises InputError for a bad argument (batch_size < 1, a resize of zero size,
-    rank >= world_size, start_batch past the end of the epoch, an unknown format, ...),
+    rank >= world_size, start_batch past the end of the epoch, an unknown format, a dtype other
+    than "float32" / "uint8", normalize with dtype="uint8", ...),
     ManifestError / NotFoundError when ``location`` has no readable manifest, and
     ManifestError / ShardError when a shard the manifest lists is missing or truncated.
     ``manifest``: the split's manifest, read elsewhere (the batch service's client asks a
@@ -195,6 +197,7 @@ def loader_options(location, *, batch_size, resize=None, shuffle=True, shuffle_b
     if cache_limit is not None:
         cache_limit = check_int("cache_limit", cache_limit, 1)
     check_shards = _bool("check_shards", check_shards)
+    dtype, _ = check_pixel_options(dtype, normalize)  # before any read; normalize: below
     if manifest is None:
         storage_options = storage.with_token(location, storage_options, token)
         manifest = load_manifest(location, storage_options=storage_options)
@@ -209,7 +212,8 @@ def loader_options(location, *, batch_size, resize=None, shuffle=True, shuffle_b
         storage_options=storage_options,
         cache_dir=None if cache_dir is None else os.fspath(cache_dir),
         cache_limit=cache_limit, token=token, check_shards=check_shards,
-        normalize=check_normalize(normalize, manifest.image_shape[-1]), split_slice=split_slice)
+        normalize=check_pixel_options(dtype, normalize, manifest.image_shape[-1])[1],
+        dtype=dtype, split_slice=split_slice)
     total = opts.plan(manifest).num_batches
     if total == 0:
         raise InputError(

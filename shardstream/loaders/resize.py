@@ -43,7 +43,7 @@ import numpy as np
 
 from shardstream.errors import InputError
 
-__all__ = ["to_float", "to_float_reference", "resize_weights", "compiled_kernel"]
+__all__ = ["to_float", "to_float_reference", "resize_weights", "compiled_kernel", "resampled"]
 
 _255 = np.float32(255)
 _SCRATCH_LIMIT = 4 << 20  # bytes per reusable work array, per thread
@@ -194,14 +194,25 @@ def to_float_reference(images: np.ndarray, resize: tuple[int, int] | None = None
                          f"got {out.dtype} {out.shape}")
     if (h, w) == (hin, win):
         return np.divide(images, _255, out=out, dtype=np.float32)
+    x = resampled(images, (h, w), over_255=True)
+    np.clip(x.reshape(h, w, n, c).transpose(2, 0, 1, 3), 0.0, 1.0, out=out)
+    return out
+
+
+def resampled(images: np.ndarray, size: tuple[int, int], over_255: bool) -> np.ndarray:
+    """The resize itself (numpy): uint8 ``images`` (N, H, W, C), ``size`` (h, w) other than
+    (H, W) -> float32 (h, w, N*C), unclamped (a per-thread work array: use it before the next
+    call).  ``over_255``: the ``/ 255`` folded into the first pass's weights (float batches);
+    without it the values are on the 0..255 scale (uint8 batches, :mod:`.pixels`)."""
+    n, hin, win, c = images.shape
+    h, w = size
     x = _scratch("in", (hin, win, n * c), np.uint8)
     np.copyto(x.reshape(hin, win, n, c), images.transpose(1, 2, 0, 3))
     if h != hin:
-        x = _resample(x, 0, _taps(hin, h, True), "h")
+        x = _resample(x, 0, _taps(hin, h, over_255), "h")
     if w != win:
-        x = _resample(x, 1, _taps(win, w, h == hin), "w")
-    np.clip(x.reshape(h, w, n, c).transpose(2, 0, 1, 3), 0.0, 1.0, out=out)
-    return out
+        x = _resample(x, 1, _taps(win, w, over_255 and h == hin), "w")
+    return x
 
 
 _kernel_lock = threading.Lock()
@@ -278,21 +289,23 @@ def _compiled(kernels, images, size, out, channels_first):
     return out
 
 
-def _kernel_args(n, hin, win, c, h, w) -> tuple:
-    """The taps and this thread's scratch arrays for :func:`_kernels.resize_into`, cached per
-    thread and shape (one dict lookup per batch)."""
+def _kernel_args(n, hin, win, c, h, w, over_255=True) -> tuple:
+    """The taps, this thread's scratch arrays and the clamp bound for
+    :func:`_kernels.resize_into`, cached per thread and shape (one dict lookup per batch).
+    ``over_255=False``: the uint8 batches' taps (no ``/ 255``) and bound 255 (:mod:`.pixels`)."""
     cache = _thread.__dict__.setdefault("kernel_args", {})
-    key = (n, hin, win, c, h, w)
+    key = (n, hin, win, c, h, w, over_255)
     args = cache.get(key)
     if args is None:
         if len(cache) >= 8:  # a few shapes are in use at a time (the last batch is shorter)
             cache.clear()
-        hidx, hcoef = _taps(hin, h, True) if h != hin else _no_taps(h)
-        widx, wcoef = _taps(win, w, h == hin) if w != win else _no_taps(w)
+        hidx, hcoef = _taps(hin, h, over_255) if h != hin else _no_taps(h)
+        widx, wcoef = _taps(win, w, over_255 and h == hin) if w != win else _no_taps(w)
         args = (hidx, hcoef, widx, wcoef,
                 np.empty((hin, win * n * c), np.uint8),   # the batch, transposed
                 np.empty(win * n * c, np.float32),        # a row of the height pass
-                np.empty(w * n * c, np.float32))          # a row of the width pass
+                np.empty(w * n * c, np.float32),          # a row of the width pass
+                np.float32(1 if over_255 else 255))       # the clamp's upper bound
         if hin * win * n * c <= _SCRATCH_LIMIT:  # big batches: not kept between calls
             cache[key] = args
     return args

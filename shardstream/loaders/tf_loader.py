@@ -1,6 +1,6 @@
 """The tf.data adapter: :func:`tf_dataset` and :func:`tf_dataset_fn`.
 
-The work (reading shards, gathering, :func:`resize.to_float`) is Python and numpy; it crosses
+The work (reading shards, gathering, :func:`pixels.to_pixels`) is Python and numpy; it crosses
 into tf.data in *chunks* of up to :data:`CHUNK` consecutive plan batches -- one
 ``tf.numpy_function`` call per chunk, split back into batches in the graph
 (``from_tensor_slices``).  Per-batch Python inside tf.data costs 0.15-0.4 ms, as much as the
@@ -15,7 +15,7 @@ page faults and 3-4x the CPU time per epoch).
 run from each in turn, which is the plan order again.  The plan is executed once per pass
 (:class:`_Pass`: each shard read once, whatever ``P``), and the streams convert their batches in
 parallel (the compiled resize releases the GIL).  Pixels come from the same
-:func:`resize.to_float` as the torch loader's, so the batches are bitwise equal to
+:func:`pixels.to_pixels` as the torch loader's, so the batches are bitwise equal to
 ``torch_loader``'s (after NCHW -> NHWC).
 
 State: every pass over the dataset first draws a fresh *pass id* (a ``numpy_function`` of no
@@ -47,7 +47,7 @@ from .interrupt import install as _redeliver_dropped_ctrl_c  # noqa: E402
 from .lazyexec import iter_batches  # noqa: E402
 from .normalize import normalize_  # noqa: E402
 from .options import LoaderOptions, check_int, loader_options  # noqa: E402
-from .resize import to_float  # noqa: E402
+from .pixels import to_pixels  # noqa: E402
 from .tfexit import counted  # noqa: E402
 from .tfexit import register as _stop_at_exit  # noqa: E402
 
@@ -214,7 +214,7 @@ class _Passes:
     def _stopped_chunk(self):
         """An empty chunk (no batch), handed out once Python is exiting (:meth:`shutdown`)."""
         h, w, c = self.opts.image_size(self.manifest)
-        return np.empty((0, 0, h, w, c), np.float32), np.empty((0, 0), np.int32)
+        return np.empty((0, 0, h, w, c), self.opts.dtype), np.empty((0, 0), np.int32)
 
     def next_chunk(self, pass_id, stream, index):
         """Chunk ``index`` of stream ``stream`` of pass ``pass_id`` (called in order)."""
@@ -239,10 +239,11 @@ class _Passes:
                     return self._stopped_chunk()
                 raise
             h, w, c = self.opts.image_size(self.manifest)
-            X = _aligned_empty((len(ks), len(batches[0][1]), h, w, c))
+            X = _aligned_empty((len(ks), len(batches[0][1]), h, w, c), self.opts.dtype)
             y = np.empty((len(ks), len(batches[0][1])), np.int32)
             for j, (images, labels) in enumerate(batches):
-                normalize_(to_float(images, self.opts.resize, out=X[j]), self.opts.normalize, -1)
+                to_pixels(images, self.opts.resize, self.opts.dtype, out=X[j])
+                normalize_(X[j], self.opts.normalize, -1)
                 y[j] = labels
         if index == len(self.chunks[stream]) - 1:  # the stream's last chunk
             # the pass ends when all its streams have (not when none is busy: one may not
@@ -270,12 +271,13 @@ def _build(opts: LoaderOptions, manifest, num_parallel: int,
         bounds = np.cumsum([0] + chunk_sizes(sizes[ks]))
         chunks.append([ks[a:b] for a, b in zip(bounds[:-1], bounds[1:])])
     num_chunks = tf.constant([len(ch) for ch in chunks], tf.int64)
+    x_type = tf.uint8 if opts.dtype == "uint8" else tf.float32
     passes = _Passes(opts, manifest, num_parallel, chunks, reshuffle, service)
     next_chunk, new_pass = counted(passes.next_chunk), counted(passes.new_pass)
 
     def stream(pass_id, p):
         def chunk(i):
-            X, y = tf.numpy_function(next_chunk, [pass_id, p, i], (tf.float32, tf.int32),
+            X, y = tf.numpy_function(next_chunk, [pass_id, p, i], (x_type, tf.int32),
                                      name="shardstream_chunk")
             X.set_shape((None, None, h, w, c))
             y.set_shape((None, None))
@@ -310,10 +312,12 @@ def tf_dataset(location, *, batch_size, resize=None, shuffle=True, shuffle_buffe
                drop_last=False, rank=None, world_size=None, start_batch=0, format="auto",
                num_parallel=1, storage_options=None, cache_dir=None, cache_limit=None,
                token=None, check_shards=True, service=None,
-               normalize=None) -> tf.data.Dataset:
+               normalize=None, dtype="float32") -> tf.data.Dataset:
     """A ``tf.data.Dataset`` of one epoch of the converted split at ``location`` (path or URL).
 
-    Elements are ``(X, y)``: X float32 (b, h, w, C) in [0, 1], y int32 (b,) — bitwise the
+    Elements are ``(X, y)``: X float32 (b, h, w, C) in [0, 1] (standardised per channel with
+    ``normalize=(mean, std)``; uint8 with ``dtype="uint8"``, see :mod:`.pixels`), y int32
+    (b,) — bitwise the
     batches of :func:`shardstream.torch_loader` with the same arguments, for every
     ``num_parallel`` (the number of streams run in parallel).  The dataset knows its length
     (``len(ds)``, ``ds.cardinality()``); ``ds.classes`` are the class names (label ``i`` is
@@ -336,9 +340,6 @@ def tf_dataset(location, *, batch_size, resize=None, shuffle=True, shuffle_buffe
         raise InputError(f"reshuffle_each_iteration={reshuffle_each_iteration!r}: must be "
                          f"True or False")
     client = None if service is None else BatchService.of(service, token)
-    if client is not None and normalize is not None:
-        raise InputError("normalize= with service=: the batch servers send unnormalised "
-                         "batches; leave normalize out there")
     opts, manifest = (loader_options if client is None else client.options)(
         location, batch_size=batch_size, resize=resize, shuffle=shuffle,
         shuffle_buffer=shuffle_buffer, shard_shuffle=shard_shuffle, seed=seed, epoch=epoch,
@@ -346,7 +347,7 @@ def tf_dataset(location, *, batch_size, resize=None, shuffle=True, shuffle_buffe
         world_size=1 if world_size is None else world_size,
         start_batch=start_batch, format=format, storage_options=storage_options,
         cache_dir=cache_dir, cache_limit=cache_limit, token=token, check_shards=check_shards,
-        **({} if normalize is None else {"normalize": normalize}))
+        normalize=normalize, dtype=dtype)
     if reshuffle_each_iteration and start_batch:
         raise InputError(f"start_batch={start_batch!r} with reshuffle_each_iteration=True: a "
                          f"resumed epoch is shorter than the next ones; resume the rest of epoch "

@@ -1,8 +1,7 @@
 """The PyTorch adapter: :func:`torch_loader` -> :class:`ShardLoader`.
 
-The loader executes the plan (:mod:`.plan`, :mod:`.execute`) and hands out its batches in plan
-order whatever the workers, so the batches are the same for every ``num_workers`` and
-``worker_mode`` (and the same as ``tf_dataset``'s).
+It executes the plan (:mod:`.plan`, :mod:`.execute`) and yields its batches in plan order: the
+same for every ``num_workers`` and ``worker_mode``, and the same as ``tf_dataset``'s.
 
 ``worker_mode="thread"`` (the default): the workers are threads of this process
 (:func:`_thread_batches`): one thread executes the plan (reading each shard once) and
@@ -17,6 +16,7 @@ your own that holds the GIL (e.g. a Python transform around ``loader.dataset``).
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import queue
 import threading
 import warnings
@@ -27,13 +27,13 @@ import torch.utils.data
 
 from ..errors import InputError
 from ..service.client import BatchService
+from . import interrupt
 from .execute import track
-from .interrupt import install as _redeliver_dropped_ctrl_c
-from .interrupt import unlock_queues_at_exit
 from .lazyexec import iter_batches
 from .normalize import normalize_
 from .options import LoaderOptions, check_int, loader_options
-from .resize import compiled_kernel, to_float
+from .pixels import compiled_uint8, to_pixels
+from .resize import compiled_kernel
 
 #: with process workers, each worker executes runs of this many consecutive batches (worker w
 #: executes runs w, w + W, ...), and collected round-robin they are the plan order again; a run
@@ -56,11 +56,13 @@ def _default_rank_world(rank, world_size):
     return rank, world_size
 
 
-def to_torch(images: np.ndarray, labels: np.ndarray, resize, normalize=None):
+def to_torch(images: np.ndarray, labels: np.ndarray, resize, normalize=None, dtype="float32"):
     """uint8 images (b, H, W, C), labels (b,) -> X float32 tensor (b, C, h, w) in [0, 1]
-    (contiguous; standardised with ``normalize``, see :mod:`.normalize`), y int64 tensor
-    (b,).  Pixels come from :func:`resize.to_float`."""
-    X = torch.from_numpy(normalize_(to_float(images, resize, channels_first=True), normalize, 1))
+    (contiguous; standardised with ``normalize``, see :mod:`.normalize`) or, with
+    ``dtype="uint8"``, uint8 (b, C, h, w); y int64 tensor (b,).  Pixels come from
+    :func:`pixels.to_pixels`."""
+    X = to_pixels(images, resize, dtype, channels_first=True)
+    X = torch.from_numpy(normalize_(X, normalize, 1))
     y = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
     return X, y
 
@@ -99,13 +101,15 @@ class ShardDataset(torch.utils.data.IterableDataset):
         plan = self.opts.plan(self.manifest)
         if info is None:
             for _, images, labels in iter_batches(self.source(), plan):
-                yield to_torch(images, labels, self.opts.resize, self.opts.normalize)
+                yield to_torch(images, labels, self.opts.resize, self.opts.normalize,
+                               self.opts.dtype)
             return
         # a worker: runs of WORKER_GROUP consecutive batches, each run sent as one item
         run = []
         for k, images, labels in iter_batches(self.source(), plan, info.id, info.num_workers,
                                               group=WORKER_GROUP):
-            run.append(to_torch(images, labels, self.opts.resize, self.opts.normalize))
+            run.append(to_torch(images, labels, self.opts.resize, self.opts.normalize,
+                                self.opts.dtype))
             if len(run) == WORKER_GROUP or k == plan.num_batches - 1:
                 yield _join(run)
                 run = []
@@ -130,9 +134,11 @@ def _can_pin() -> bool:
     return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
 
 
-def _convert_run(run, resize, normalize):
-    """[(images, labels)] -> [(X, y)] (:func:`to_torch` of each)."""
-    return [to_torch(images, labels, resize, normalize) for images, labels in run]
+def _convert_run(run, opts: LoaderOptions):
+    """[(images, labels)] -> [(X, y)] (:func:`to_torch` of each, with ``opts``' resize,
+    normalize and dtype)."""
+    return [to_torch(images, labels, opts.resize, opts.normalize, opts.dtype)
+            for images, labels in run]
 
 
 def _thread_batches(opts: LoaderOptions, manifest, source, num_workers: int, prefetch: int):
@@ -151,11 +157,9 @@ def _thread_batches(opts: LoaderOptions, manifest, source, num_workers: int, pre
 
     def put(item) -> bool:
         while not stop.is_set():
-            try:
+            with contextlib.suppress(queue.Full):
                 ahead.put(item, timeout=0.1)
                 return True
-            except queue.Full:
-                pass
         return False
 
     def produce():
@@ -166,12 +170,12 @@ def _thread_batches(opts: LoaderOptions, manifest, source, num_workers: int, pre
                 for _, images, labels in batches:
                     run.append((images, labels))
                     if len(run) == WORKER_GROUP:
-                        if not put(pool.submit(_convert_run, run, opts.resize, opts.normalize)):
+                        if not put(pool.submit(_convert_run, run, opts)):
                             return
                         run = []
             finally:
                 batches.close()
-            if run and not put(pool.submit(_convert_run, run, opts.resize, opts.normalize)):
+            if run and not put(pool.submit(_convert_run, run, opts)):
                 return
             put(None)
         except BaseException as exc:  # re-raised in the consumer
@@ -194,7 +198,8 @@ def _thread_batches(opts: LoaderOptions, manifest, source, num_workers: int, pre
 
 
 class ShardLoader:
-    """Iterable of ``(X, y)`` batches: X float32 (b, C, h, w) in [0, 1], y int64 (b,).
+    """Iterable of ``(X, y)`` batches: X float32 (b, C, h, w) in [0, 1] (uint8 with
+    ``dtype="uint8"``), y int64 (b,).
 
     ``len(loader)``: batches the next iteration yields (this rank's epoch from the current
     start);
@@ -243,7 +248,8 @@ class ShardLoader:
         workers = f"{self.num_workers} ({self.worker_mode})" if self.num_workers else "0"
         source = " via the batch service" if self._service is not None else ""
         return (f"ShardLoader({o.where!r}{source}, {self.num_samples} samples, "
-                f"batch_size={o.batch_size}, resize={o.resize}, epoch={o.epoch}, "
+                f"batch_size={o.batch_size}, resize={o.resize}, "
+                f"{'' if o.dtype == 'float32' else f'dtype={o.dtype!r}, '}epoch={o.epoch}, "
                 f"rank={o.rank}/world_size={o.world_size}, num_workers={workers}, "
                 f"len={len(self)})")
 
@@ -320,7 +326,7 @@ class ShardLoader:
                 persistent_workers=False, pin_memory=pin, **extra)
             batches = (batch for item in loader for batch in _split(item))
             pin = False  # the DataLoader pins
-            unlock_queues_at_exit()
+            interrupt.unlock_queues_at_exit()
         try:
             for X, y in batches:
                 if pin:
@@ -346,24 +352,26 @@ def torch_loader(location, *, batch_size, resize=None, shuffle=True, shuffle_buf
                  world_size=None, start_batch=0, format="auto", num_workers=0,
                  storage_options=None, cache_dir=None, cache_limit=None, token=None,
                  pin_memory=False, prefetch_factor=None, worker_mode="thread",
-                 check_shards=True, service=None, normalize=None) -> ShardLoader:
+                 check_shards=True, service=None, normalize=None,
+                 dtype="float32") -> ShardLoader:
     """A PyTorch loader over the converted split at ``location`` (path or URL).
 
-    Yields ``(X, y)``: X float32 (b, C, h, w) in [0, 1] (``resize=(h, w)`` or the stored size),
-    y int64 (b,).  The order is the plan's (``docs/design.md``): the same for every
-    ``num_workers``, bitwise the same batches as :func:`shardstream.tf_dataset` with the same
-    arguments.  ``rank`` / ``world_size`` default to ``torch.distributed``'s when it is
-    initialised, else 0 / 1; every rank gets the same number of batches.  ``start_batch``
-    skips the first batches of this rank's epoch (resume).  ``worker_mode``: ``"thread"``
-    (default: workers are threads of this process; the per-batch work releases the GIL) or
-    ``"process"`` (DataLoader worker processes); the batches are the same either way.
-    ``check_shards=False`` uses the shard files without the once-per-version sha256 check
-    (docs/storage.md).  ``service=["http://in1:9100", ...]`` (or a
-    :class:`~shardstream.service.BatchService`): the batches are computed by ``shardstream
-    serve-batches`` servers, ``location`` names the dataset under their root and ``token`` is
-    theirs (docs/service.md); the same batches.  Every argument is checked here: a bad one
-    raises :class:`~shardstream.errors.InputError` (or ``ManifestError`` for a missing
-    manifest or shard) before any data is read."""
+    Yields ``(X, y)``: X float32 (b, C, h, w) in [0, 1] (``resize=(h, w)`` or the stored size), y
+    int64 (b,); ``normalize=(mean, std)`` standardises X per channel (:mod:`.normalize`);
+    ``dtype="uint8"``: X uint8 (b, C, h, w), the stored values (resized: rounded, see
+    :mod:`.pixels`), not with ``normalize``. The order is the plan's (``docs/design.md``): the same
+    for every ``num_workers``, bitwise the same batches as :func:`shardstream.tf_dataset` with the
+    same arguments. ``rank`` / ``world_size`` default to ``torch.distributed``'s when it is
+    initialised, else 0 / 1; every rank gets the same number of batches. ``start_batch`` skips the
+    first batches of this rank's epoch (resume). ``worker_mode``: ``"thread"`` (default: workers are
+    threads of this process; the per-batch work releases the GIL) or ``"process"`` (DataLoader
+    worker processes); the batches are the same either way. ``check_shards=False`` uses the shard
+    files without the once-per-version sha256 check (docs/storage.md). ``service=["http://in1:9100",
+    ...]`` (or a :class:`~shardstream.service.BatchService`): the batches are computed by
+    ``shardstream serve-batches`` servers, ``location`` names the dataset under their root and
+    ``token`` is theirs (docs/service.md); the same batches. Every argument is checked here: a bad
+    one raises :class:`~shardstream.errors.InputError` (or ``ManifestError`` for a missing manifest
+    or shard) before any data is read."""
     num_workers = check_int("num_workers", num_workers, 0)
     if worker_mode not in WORKER_MODES:
         raise InputError(f"worker_mode={worker_mode!r}: must be one of {WORKER_MODES}")
@@ -374,9 +382,6 @@ def torch_loader(location, *, batch_size, resize=None, shuffle=True, shuffle_buf
                              "each worker prepares ahead)")
     rank, world_size = _default_rank_world(rank, world_size)
     client = None if service is None else BatchService.of(service, token)
-    if client is not None and normalize is not None:
-        raise InputError("normalize= with service=: the batch servers send unnormalised "
-                         "batches; leave normalize out there")
     if client is not None and num_workers:
         raise InputError("num_workers with service=: the batch servers compute the batches; "
                          "leave num_workers=0")
@@ -386,9 +391,10 @@ def torch_loader(location, *, batch_size, resize=None, shuffle=True, shuffle_buf
         drop_last=drop_last, rank=rank, world_size=world_size, start_batch=start_batch,
         format=format, storage_options=storage_options, cache_dir=cache_dir,
         cache_limit=cache_limit, token=token, check_shards=check_shards,
-        **({} if normalize is None else {"normalize": normalize}))
-    compiled_kernel()  # load (or rule out, warning once) the resize kernel before workers start
-    _redeliver_dropped_ctrl_c()
+        normalize=normalize, dtype=dtype)
+    # load (or rule out, warning once) the resize kernel before workers start
+    (compiled_uint8 if opts.dtype == "uint8" else compiled_kernel)()
+    interrupt.install()
     return ShardLoader(opts, manifest, num_workers=num_workers, pin_memory=bool(pin_memory),
                        prefetch_factor=prefetch_factor, worker_mode=worker_mode,
                        service=client)

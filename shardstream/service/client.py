@@ -158,12 +158,16 @@ class BatchService:
                 "resize": None if opts.resize is None else list(opts.resize), "layout": layout}
         if opts.split_slice is not None:
             spec["slice"] = opts.split_slice.text
+        if opts.dtype != "float32":  # sent only when asked for: older servers refuse the field
+            spec["dtype"] = opts.dtype
+        if opts.normalize is not None:  # float32 values, exact in JSON
+            spec["normalize"] = [list(opts.normalize[0]), list(opts.normalize[1])]
         return iter(Fetch(self, spec, list(ranges)))
 
     def batches(self, opts, manifest, layout: str = "nchw"):
         """``(x, y)`` for every batch of the rank's epoch from ``opts.start_batch``: x float32
-        (b, C, h, w) (``"nchw"``) or (b, h, w, C), y int64 (b,); contiguous views of the
-        received bodies."""
+        (or uint8, ``opts.dtype``) (b, C, h, w) (``"nchw"``) or (b, h, w, C), y int64 (b,);
+        contiguous views of the received bodies."""
         total = opts.start_batch + opts.plan(manifest).num_batches
         step = self.run_batches(opts, manifest)
         ranges = [(a, min(a + step, total)) for a in range(opts.start_batch, total, step)]
@@ -172,7 +176,8 @@ class BatchService:
 
     def chunks(self, opts, manifest, stream: int, num_streams: int, chunks, group: int):
         """tf.data's chunks of stream ``stream`` of ``num_streams`` (runs of ``group`` batches
-        dealt round-robin, as ``tf_loader._chunks``): X float32 (k, b, h, w, C), y int32 (k, b),
+        dealt round-robin, as ``tf_loader._chunks``): X float32 or uint8 (``opts.dtype``)
+        (k, b, h, w, C), y int32 (k, b),
         one per entry k of ``chunks``.  Each run of ``group`` batches is one request, and each
         chunk a view of its body -- unless the run is over the service's limit per request:
         then it is asked for in pieces and a chunk spanning two pieces is copied together."""
@@ -203,9 +208,9 @@ class BatchService:
 
 
 def _batch_bytes(opts, manifest) -> int:
-    """Bytes of one full batch on the wire (float32 pixels, int64 labels)."""
+    """Bytes of one full batch on the wire (float32 or uint8 pixels, int64 labels)."""
     h, w, c = opts.image_size(manifest)
-    return opts.batch_size * (h * w * c * 4 + 8)
+    return opts.batch_size * (h * w * c * np.dtype(opts.dtype).itemsize + 8)
 
 
 def _most_batches(opts, manifest) -> int:

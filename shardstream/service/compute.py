@@ -1,15 +1,15 @@
 """The server's work: a checked request -> the body of its run of batches (:func:`compute_run`).
 
-A run is batches ``start .. stop - 1`` of one rank's epoch, computed by the loaders' own
-machinery -- :func:`loader_options` (the same argument checks), :meth:`LoaderOptions.plan`,
+A run is batches ``start .. stop - 1`` of one rank's epoch, computed by the loaders' own machinery
+-- :func:`loader_options` (the same argument checks), :meth:`LoaderOptions.plan`,
 :func:`execute.iter_batches` (only the shards, and only the samples, those batches need) and
-:func:`resize.to_float` -- so that the batches are bitwise the local loaders'.  The server keeps
-no per-client state; :class:`Splits` only caches what any request may reuse (the manifest and
-shard source of a split while its ``manifest.json`` is unchanged, a few recent plans, and the
-decoded shards themselves within a memory budget: a run needs a few thousand samples from one
-or two shards, and reading and decoding a whole shard again for every run would cost the server
-several times the work of the run itself), bounded.
-Blocking: the application calls :func:`compute_run` in a thread pool.
+:func:`pixels.to_pixels` (and :func:`normalize.normalize_`) -- so that the batches are bitwise the
+local loaders'. The server keeps no per-client state; :class:`Splits` only caches what any request
+may reuse (the manifest and shard source of a split while its ``manifest.json`` is unchanged, a few
+recent plans, and the decoded shards themselves within a memory budget: a run needs a few thousand
+samples from one or two shards, and reading and decoding a whole shard again for every run would
+cost the server several times the work of the run itself), bounded. Blocking: the application calls
+:func:`compute_run` in a thread pool.
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ import numpy as np
 from .. import storage
 from ..errors import InputError, ManifestError, NotFoundError
 from ..loaders.execute import ShardSource, iter_batches
+from ..loaders.normalize import normalize_
 from ..loaders.options import loader_options
+from ..loaders.pixels import to_pixels
 from ..loaders.plan import Plan, plan_epoch
-from ..loaders.resize import to_float
 from ..loaders.slicing import sliced
 from ..server.paths import inside, is_hidden
 from ..shards.manifest import MANIFEST_NAME, Manifest
@@ -214,14 +215,13 @@ class Splits:
         return plan
 
 
-def _fill(out: np.ndarray, images: np.ndarray, resize, layout: str) -> None:
-    """Write :func:`to_float` of ``images`` into ``out`` ((b, C, h, w) or (b, h, w, C))."""
-    if layout == "nhwc":
-        to_float(images, resize, out=out)
-    elif out.shape[1] == 1:  # one channel: NCHW and NHWC are the same bytes
-        to_float(images, resize, out=out.reshape(out.shape[0], *out.shape[2:], 1))
-    else:
-        np.copyto(out, to_float(images, resize).transpose(0, 3, 1, 2))
+def _fill(out: np.ndarray, images: np.ndarray, opts, layout: str) -> None:
+    """Write the batch of ``images`` into ``out`` ((b, C, h, w) or (b, h, w, C)) as the local
+    loaders make it: :func:`to_pixels` (``opts.resize``, ``opts.dtype``), then
+    :func:`normalize_` (``opts.normalize``)."""
+    nchw = layout == "nchw"
+    to_pixels(images, opts.resize, opts.dtype, out=out, channels_first=nchw)
+    normalize_(out, opts.normalize, 1 if nchw else -1)
 
 
 def compute_run(splits: Splits, req: BatchRequest) -> bytearray:
@@ -248,18 +248,18 @@ def compute_run(splits: Splits, req: BatchRequest) -> bytearray:
     ids = plan.ids[req.start * bs: req.stop * bs]
     sizes = [min(bs, len(ids) - i * bs) for i in range(req.stop - req.start)]
     image_size = opts.image_size(manifest)
-    nbytes = run_nbytes(sizes, image_size, req.layout)
+    nbytes = run_nbytes(sizes, image_size, req.layout, opts.dtype)
     if nbytes > MAX_RUN_BYTES:
         raise BadRequest(413, f"batches {req.start} .. {req.stop - 1} would be {nbytes} bytes, "
                               f"over the limit of {MAX_RUN_BYTES} per request; ask for shorter "
                               f"runs")
-    body, x, y = new_run(req.start, sizes, image_size, req.layout)
+    body, x, y = new_run(req.start, sizes, image_size, req.layout, opts.dtype)
     sub = Plan(ids=ids, batch_size=bs, num_batches=len(sizes), shard_order=plan.shard_order,
                first_batch=req.start)
     pos = 0
     for _, images, labels in iter_batches(splits.source(split, opts), sub):
         b = len(labels)
-        _fill(x[pos:pos + b], images, opts.resize, req.layout)
+        _fill(x[pos:pos + b], images, opts, req.layout)
         y[pos:pos + b] = labels
         pos += b
     return body

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from ..errors import InputError, ServiceError
 from .request import MAX_RUN_BYTES
-from .wire import CONTENT_TYPE, WireError, aligned_buffer, decode_run
+from .wire import CONTENT_TYPE, X_DTYPES, WireError, aligned_buffer, decode_run
 
 #: what a kept-alive connection that the server has closed in the meantime raises
 _CLOSED = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
@@ -164,6 +164,9 @@ class Fetch:
                 "layout"]:
             raise Transient(f"{server.url}: answered batches {run.first}.. "
                              f"({len(run.sizes)}) for {start} .. {stop - 1}")
+        if run.x.dtype.str != X_DTYPES[self.spec.get("dtype", "float32")]:
+            raise Transient(f"{server.url}: answered {run.x.dtype} pixels for dtype="
+                            f"{self.spec.get('dtype', 'float32')!r} (an older server?)")
         return run
 
     def _worker(self, server: Server) -> None:

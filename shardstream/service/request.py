@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from ..errors import InputError
 from ..loaders.slicing import parse_slice
 from ..server.paths import is_hidden
-from .wire import LAYOUTS
+from .wire import LAYOUTS, X_DTYPES
 
 #: a run may hold at most this many batches ...
 MAX_RUN_BATCHES = 1024
@@ -24,13 +24,16 @@ MAX_RUN_BATCHES = 1024
 MAX_RUN_BYTES = 256 << 20
 #: each side of ``resize`` at most this
 MAX_SIDE = 4096
+#: ``normalize``'s mean and std: at most this many values each
+MAX_CHANNELS = 64
 #: bounds of the integer arguments (beyond them a request is refused with 400)
 LIMITS = {"batch_size": (1, 1 << 20), "shuffle_buffer": (0, 1 << 31), "seed": (0, (1 << 63) - 1),
           "epoch": (0, 1 << 31), "rank": (0, 1 << 20), "world_size": (1, 1 << 20),
           "start": (0, 1 << 40), "stop": (1, 1 << 40)}
 BOOLS = ("shuffle", "shard_shuffle", "drop_last")
 FORMATS = ("tar", "parquet")
-FIELDS = {"dataset", "slice", "manifest", "format", "resize", "layout", *LIMITS, *BOOLS}
+FIELDS = {"dataset", "slice", "manifest", "format", "resize", "layout", "dtype", "normalize",
+          *LIMITS, *BOOLS}
 
 
 def manifest_sha(manifest) -> str:
@@ -94,6 +97,20 @@ def _int(body: dict, key: str, default=None) -> int:
     return value
 
 
+def _normalize(value):
+    """``normalize``: null or ``[mean, std]``, each a list of 1 .. MAX_CHANNELS numbers ->
+    None or a pair of tuples (the loaders' checks -- channels, finite, std > 0 -- follow)."""
+    if value is None:
+        return None
+    if (not isinstance(value, list) or len(value) != 2 or any(
+            not isinstance(v, list) or not 1 <= len(v) <= MAX_CHANNELS or any(
+                isinstance(e, bool) or not isinstance(e, (int, float)) for e in v)
+            for v in value)):
+        raise BadRequest(400, f"normalize={value!r}: must be null or [mean, std], each a list "
+                              f"of 1 .. {MAX_CHANNELS} numbers")
+    return tuple(value[0]), tuple(value[1])
+
+
 def parse_request(body) -> BatchRequest:
     """The checked :class:`BatchRequest` of a decoded JSON request body; BadRequest (400, or 413
     for a run over :data:`MAX_RUN_BATCHES`) with a message naming the argument otherwise."""
@@ -121,6 +138,10 @@ def parse_request(body) -> BatchRequest:
                                   f"1 .. {MAX_SIDE}")
         resize = tuple(resize)
     loader["resize"] = resize
+    loader["dtype"] = body.get("dtype", "float32")
+    if loader["dtype"] not in X_DTYPES:
+        raise BadRequest(400, f"dtype={loader['dtype']!r}: must be one of {list(X_DTYPES)}")
+    loader["normalize"] = _normalize(body.get("normalize"))
     fmt = body.get("format", "auto")
     if fmt not in ("auto", *FORMATS):
         raise BadRequest(400, f"format={fmt!r}: must be 'auto', 'tar' or 'parquet'")

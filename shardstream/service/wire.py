@@ -13,8 +13,8 @@ copy.  Layout (docs/service.md)::
     between them
 
 Header: ``{"first": a, "sizes": [b_0, ...], "layout": "nchw" | "nhwc", "arrays": [{"name":
-"x", "dtype": "<f4", "shape": [n, C, h, w] | [n, h, w, C], "offset": o, "nbytes": m}, {"name":
-"y", "dtype": "<i8", "shape": [n], ...}]}``: batches ``a, a + 1, ...`` of sizes ``b_i``
+"x", "dtype": "<f4" | "|u1", "shape": [n, C, h, w] | [n, h, w, C], "offset": o, "nbytes": m},
+{"name": "y", "dtype": "<i8", "shape": [n], ...}]}``: batches ``a, a + 1, ...`` of sizes ``b_i``
 (``n = sum b_i``), concatenated; batch ``i`` is ``x[s_i:s_i + b_i]`` with ``s_i = b_0 + ... +
 b_(i-1)``.  Pure numpy: no network, no framework.
 """
@@ -34,6 +34,8 @@ MAX_HEADER = 1 << 16
 LAYOUTS = ("nchw", "nhwc")
 #: the only dtypes that may appear on the wire
 DTYPES = {"x": "<f4", "y": "<i8"}
+#: the pixels' wire dtype of each loader ``dtype`` (the ``x`` array: float32 or uint8)
+X_DTYPES = {"float32": "<f4", "uint8": "|u1"}
 CONTENT_TYPE = "application/x-shardstream-batches"
 
 
@@ -43,7 +45,7 @@ class WireError(ValueError):
 
 @dataclass
 class Run:
-    """One decoded run: batches ``first, first + 1, ...`` of ``sizes``; ``x`` float32
+    """One decoded run: batches ``first, first + 1, ...`` of ``sizes``; ``x`` float32 or uint8
     (n, C, h, w) or (n, h, w, C) per ``layout``, ``y`` int64 (n,); both are views of the body."""
 
     first: int
@@ -78,11 +80,12 @@ def x_shape(n: int, image_size, layout: str) -> tuple:
     return (n, c, h, w) if layout == "nchw" else (n, h, w, c)
 
 
-def _header(first: int, sizes, image_size, layout: str) -> tuple[bytes, list]:
+def _header(first: int, sizes, image_size, layout: str,
+            dtype: str = "float32") -> tuple[bytes, list]:
     n = int(sum(sizes))
     xs = x_shape(n, image_size, layout)
-    x_bytes = int(np.prod(xs)) * 4
-    arrays = [{"name": "x", "dtype": DTYPES["x"], "shape": list(xs), "nbytes": x_bytes},
+    x_bytes = int(np.prod(xs)) * np.dtype(X_DTYPES[dtype]).itemsize
+    arrays = [{"name": "x", "dtype": X_DTYPES[dtype], "shape": list(xs), "nbytes": x_bytes},
               {"name": "y", "dtype": DTYPES["y"], "shape": [n], "nbytes": 8 * n}]
     # offsets depend on the header's length, which depends on the offsets' digits: iterate
     # until the padded header length stops changing (twice at most in practice)
@@ -102,19 +105,23 @@ def _header(first: int, sizes, image_size, layout: str) -> tuple[bytes, list]:
         start = padded
 
 
-def run_nbytes(sizes, image_size, layout: str = "nchw") -> int:
+def run_nbytes(sizes, image_size, layout: str = "nchw", dtype: str = "float32") -> int:
     """Bytes of the body :func:`new_run` makes for these batch sizes (the work limit's measure)."""
-    header, arrays = _header(0, sizes, image_size, layout)
+    header, arrays = _header(0, sizes, image_size, layout, dtype)
     return arrays[-1]["offset"] + arrays[-1]["nbytes"]
 
 
-def new_run(first: int, sizes, image_size, layout: str) -> tuple[bytearray, np.ndarray, np.ndarray]:
+def new_run(first: int, sizes, image_size, layout: str,
+            dtype: str = "float32") -> tuple[bytearray, np.ndarray, np.ndarray]:
     """A body for batches ``first, ...`` of ``sizes`` with the header written and the arrays
     left to fill: returns ``(body, x, y)``, ``x`` / ``y`` writable views of ``body`` (the
-    shapes of :func:`x_shape` and (n,)).  Filling them in place is the only copy made."""
+    shapes of :func:`x_shape` and (n,); ``x`` of ``dtype``, "float32" or "uint8").  Filling
+    them in place is the only copy made."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout {layout!r}: must be one of {LAYOUTS}")
-    header, arrays = _header(first, sizes, image_size, layout)
+    if dtype not in X_DTYPES:
+        raise ValueError(f"dtype {dtype!r}: must be one of {list(X_DTYPES)}")
+    header, arrays = _header(first, sizes, image_size, layout, dtype)
     total = arrays[-1]["offset"] + arrays[-1]["nbytes"]
     body = bytearray(total)
     body[:8] = MAGIC
@@ -129,7 +136,8 @@ def decode_run(body) -> Run:
     """The :class:`Run` in ``body`` (bytes, bytearray, memoryview or uint8 array), its arrays
     views of ``body`` (no copy; writable when ``body`` is).  :class:`WireError` naming what is
     wrong for anything malformed: bad magic, header too long or not JSON, a dtype other than
-    :data:`DTYPES`, an array past the end of the body or not aligned, sizes that do not add up."""
+    :data:`DTYPES` (for ``x``: :data:`X_DTYPES`), an array past the end of the body or not
+    aligned, sizes that do not add up."""
     buf = memoryview(body).cast("B")
     if len(buf) < 12 or bytes(buf[:8]) != MAGIC:
         raise WireError("not a shardstream batch run (bad magic): is the URL a "
@@ -143,6 +151,8 @@ def decode_run(body) -> Run:
         first, sizes, layout = int(head["first"]), [int(b) for b in head["sizes"]], head["layout"]
         arrays = {a["name"]: a for a in head["arrays"]}
         specs = [(arrays[name], dtype) for name, dtype in DTYPES.items()]
+        if arrays["x"]["dtype"] in X_DTYPES.values():   # float32 or uint8 pixels
+            specs[0] = (arrays["x"], arrays["x"]["dtype"])
     except (ValueError, KeyError, TypeError) as exc:
         raise WireError(f"malformed run header: {exc}") from None
     if layout not in LAYOUTS or any(b < 1 for b in sizes):
