@@ -54,8 +54,7 @@ class ShardFetcher:
             raise InputError(f"{self.location} has no {fmt!r} shards (it has "
                              f"{', '.join(manifest.shards) or 'none'})") from None
         self.remote = is_remote(self.location)
-        self.storage_options = dict(with_token(self.location, storage_options, token)
-                                    or {})
+        self.storage_options = dict(with_token(self.location, storage_options, token) or {})
         self.cache_limit = parse_size(cache_limit)
         cache_root = os.path.abspath(os.path.expanduser(cache_dir or config.cache_dir()))
         self.check = bool(check)
@@ -69,9 +68,8 @@ class ShardFetcher:
             largest = max(s.bytes for s in self.shards)
             if self.cache_limit < largest:
                 name = max(self.shards, key=lambda s: s.bytes).name
-                raise InputError(f"cache_limit={cache_limit!r} "
-                                 f"({human_bytes(self.cache_limit)}) is "
-                                 f"smaller than shard {name} of {self.location} "
+                raise InputError(f"cache_limit={cache_limit!r} ({human_bytes(self.cache_limit)})"
+                                 f" is smaller than shard {name} of {self.location} "
                                  f"({human_bytes(largest)}); raise cache_limit to at least "
                                  f"{largest} bytes or leave it unset")
         self._shard_dir = os.path.join(self.cache_dir, "shards")
@@ -100,6 +98,7 @@ class ShardFetcher:
         self._todo = deque()     # prefetches not started yet
         self._threads = 0        # prefetch threads running
         self._failed = {}        # shard index -> final error from a prefetch
+        self._busy = {}          # shard index -> Lock: one thread of ours checks/fetches it
 
     def _check_pid(self):
         if self.remote and os.getpid() != self._pid:
@@ -113,7 +112,8 @@ class ShardFetcher:
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        for key in ("_mutex", "_pins", "_wanted", "_queued", "_todo", "_threads", "_failed"):
+        for key in ("_mutex", "_pins", "_wanted", "_queued", "_todo", "_threads", "_failed",
+                    "_busy"):
             state.pop(key, None)
         return state
 
@@ -236,12 +236,8 @@ class ShardFetcher:
         return join(self.location, self.shards[i].name)
 
     def _cache_error(self, what, exc):
-        if getattr(exc, "errno", None) == errno.ENOSPC:
-            why = "no space left on the device"
-        elif isinstance(exc, PermissionError):
-            why = "permission denied"
-        else:
-            why = str(exc)
+        why = ("no space left on the device" if getattr(exc, "errno", None) == errno.ENOSPC
+               else "permission denied" if isinstance(exc, PermissionError) else str(exc))
         return StorageError(f"{what} in {self.cache_dir} failed: {why}; free some space, set "
                             f"cache_limit, or point cache_dir= / ${config.CACHE_DIR_ENV} at a "
                             f"writable "
@@ -297,6 +293,11 @@ class ShardFetcher:
                 if pin:
                     touch(self._lock_path(i))
                 return
+            busy = self._busy.setdefault(i, threading.Lock())
+        with busy:  # a second thread waits, then finds the shard valid (not hashed again)
+            self._fetch_locked(i, pin, strict)
+
+    def _fetch_locked(self, i, pin, strict):
         fd = self._open_lock(i)
         try:
             fcntl.flock(fd, fcntl.LOCK_SH)
