@@ -277,9 +277,7 @@ def _build(opts: LoaderOptions, manifest, num_parallel: int,
             X.set_shape((None, None, h, w, c))
             y.set_shape((None, None))
             return X, y
-        # the next chunk is computed while this one is handed out; no prefetch per batch after
-        # the slicing: each would be a hand-over between threads (a wake-up) per batch
-        return (tf.data.Dataset.range(num_chunks[p]).map(chunk).prefetch(1)
+        return (tf.data.Dataset.range(num_chunks[p]).map(chunk)
                 .flat_map(lambda X, y: tf.data.Dataset.from_tensor_slices((X, y))))
 
     def one_pass(pass_id):
@@ -293,6 +291,7 @@ def _build(opts: LoaderOptions, manifest, num_parallel: int,
         lambda _: tf.numpy_function(new_pass, [], tf.int64, name="shardstream_pass"))
     ds = pass_ids.flat_map(one_pass)
     ds = ds.apply(tf.data.experimental.assert_cardinality(total))
+    ds = ds.prefetch(tf.data.AUTOTUNE)
     ds._shardstream_passes = passes  # for tests and inspection
     ds.classes = tuple(manifest.classes)  # the class names, as the torch loader's .classes
     return ds
