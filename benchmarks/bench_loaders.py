@@ -7,6 +7,8 @@ Compares, in one run and on one machine:
   every row's time is also printed as a multiple of F;
 - ``gather + to_float``: the same gather, then :func:`to_float` (the compiled kernel) or
   :func:`to_float_reference` (numpy);
+- ``T`` (TensorFlow's own floor): ``for X, y in ds`` over a ``from_tensor_slices`` dataset of
+  the epoch's batches, ready in RAM (no reading, no resize);
 - ``ours torch``: :func:`shardstream.torch_loader` (num_workers 0, 2, 4 thread workers -- the
   default -- and 2 process workers; batch_size 1);
 - ``ours tf p1/p2``: :func:`shardstream.tf_dataset` (num_parallel 1 and 2), built once with
@@ -53,6 +55,7 @@ CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shi
 BATCH = 64
 RESIZE = (32, 32)
 F_ROW = "F: uint8 in RAM, gather 64 rows, two np.matmul with the PIL weights, / 255"
+T_ROW = "T: tf.data floor, from_tensor_slices over the epoch's ready float32 batches, iterated"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,6 +148,24 @@ def floor(images, labels, fn=to_float):
         for k in range(plan.num_batches):
             ids = plan.batch(k)
             fn(images[ids], RESIZE), labels[ids]
+    return run
+
+
+def tf_floor(num_batches):
+    """T (the floor TensorFlow itself sets on ``for X, y in ds``): a ``tf.data.Dataset`` of
+    ``num_batches`` ready batches, float32 (64, 32, 32, 1) and int32 (64,), already in RAM
+    (``from_tensor_slices`` over one stacked array), built once and iterated each epoch: no
+    reading, no resize, only tf.data's per-element cost and its Python in the loop."""
+    import tensorflow as tf
+
+    X = np.full((num_batches, BATCH, *RESIZE, 1), 0.5, np.float32)
+    y = np.zeros((num_batches, BATCH), np.int32)
+    ds = tf.data.Dataset.from_tensor_slices((X, y))
+    del X, y
+
+    def run(epoch):
+        for _X, _y in ds:
+            pass
     return run
 
 
@@ -316,6 +337,7 @@ def main(argv=None):
         ("uint8 in RAM, gather + to_float (compiled kernel)", 0, lambda: floor(images, labels)),
         ("uint8 in RAM, gather + to_float_reference (numpy)", 0,
          lambda: floor(images, labels, to_float_reference)),
+        (T_ROW, 0, lambda: tf_floor(-(-n // BATCH))),
         ("ours torch, npy", 0, lambda: ours_torch(npy, 0)),
         ("ours torch, npy", 1, lambda: ours_torch(npy, 1)),
         ("ours torch, npy", 2, lambda: ours_torch(npy, 2)),

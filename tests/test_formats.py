@@ -40,6 +40,9 @@ def test_round_trip_exact(make_split, fmt, enc, c):
         x, y = shards.read_shard(fmt, data, manifest, s)
         assert x.dtype == np.uint8 and x.shape == (info.num_samples, 6, 5, c)
         assert y.dtype == np.int64
+        # read_shard's images are the caller's own (writable; the loaders' read path may hand
+        # out read-only views of the shard's bytes instead, read_shard never does)
+        assert x.flags.writeable
         # the two-step form (read payloads, decode) gives the same
         payloads, y2 = shards.read_payloads(fmt, memoryview(data), manifest, s)
         assert np.array_equal(shards.decode_payloads(payloads, manifest, s), x)

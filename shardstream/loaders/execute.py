@@ -74,8 +74,9 @@ class ShardSource:
         """Shard ``shard_index`` decoded: images uint8 (n, H, W, C), labels int64 (n,), with
         ``n = manifest.shard_sizes[shard_index]``; or, with ``want`` (int (m,) indices into the
         shard, repeats allowed), just those samples: (m, H, W, C), (m,) — for PNG shards only
-        those images are decoded.  The file is read with one ``read`` call from the local file
-        the fetcher provides (the shard itself, or its cached copy)."""
+        those images are decoded (npy shards with ``want`` the whole shard in order: the
+        decoded images themselves, no gathered copy).  The file is read with one ``read`` call
+        from the local file the fetcher provides (the shard itself, or its cached copy)."""
         path = self.fetcher.local_file(shard_index)
         with open(path, "rb") as f:
             data = f.read()
@@ -90,6 +91,8 @@ class ShardSource:
             return formats.decode_payloads(payloads, self.manifest, shard_index), labels
         want = np.asarray(want, dtype=np.int64)
         if isinstance(payloads, np.ndarray):
+            if want.size == len(labels) and np.array_equal(want, np.arange(want.size)):
+                return payloads, labels  # the whole shard, in order: no gathered copy
             return payloads[want], labels[want]
         try:
             images = formats.decode_payloads([payloads[i] for i in want], self.manifest,

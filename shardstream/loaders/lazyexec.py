@@ -274,7 +274,10 @@ class _Run:
         if state is None:  # everything it had was sent elsewhere while it was read
             return
         keep = state[reader.want] == _WANTED
-        state[reader.want[keep]] = self.pool.put(images[keep], labels[keep])
+        if keep.all():  # the usual case: no gathered copy of the whole shard
+            state[reader.want] = self.pool.put(images, labels)
+        else:
+            state[reader.want[keep]] = self.pool.put(images[keep], labels[keep])
         self.stats.peak_pool = max(self.stats.peak_pool, self.pool.used)
 
     def _load_copies(self, ids: np.ndarray) -> np.ndarray:

@@ -120,8 +120,9 @@ def read_parquet(data, shard: str, first_id: int, n: int, shape: tuple, encoding
     """Parse a Parquet shard's bytes (``data``: bytes-like; ``shard``: its name for messages),
     which must hold exactly the samples ``first_id .. first_id+n-1`` of (H, W, C) = ``shape``.
 
-    Returns ``(payloads, labels)``: labels int64 (n,); payloads uint8 (n, H, W, C) for npy, a
-    list of n PNG byte strings for png.  Raises :class:`ShardError` (never a pyarrow error).
+    Returns ``(payloads, labels)``: labels int64 (n,); payloads uint8 (n, H, W, C) for npy
+    (writable, a view of the column buffer pyarrow decoded), a list of n PNG byte strings for
+    png.  Raises :class:`ShardError` (never a pyarrow error).
     """
 
     try:
@@ -176,7 +177,9 @@ def read_parquet(data, shard: str, first_id: int, n: int, shape: tuple, encoding
             bad = int(np.flatnonzero(lengths != per)[0])
             _fail(shard, f"row {bad} (key {digits[bad].tobytes().decode()}) holds "
                          f"{lengths[bad]} image bytes, expected {per} for uint8 {shape}")
-        images = values[offs[0]:offs[-1]].reshape((n,) + tuple(shape)).copy()
+        # no copy: the values buffer is pyarrow's own decoded (writable) allocation, which
+        # nothing else shares once ``table`` is gone; the images are a view of it
+        images = values[offs[0]:offs[-1]].reshape((n,) + tuple(shape))
         return images, labels
     struct = image.combine_chunks() if image.num_chunks != 1 else image.chunk(0)
     if struct.null_count:
