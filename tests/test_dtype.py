@@ -330,3 +330,22 @@ def test_uint8_kernel_machine_code_has_no_fused_multiply_add():
     assert re.search(r"\bv?mulps\b|\bv?mulss\b", asm)
     assert not re.search(r"\bvfn?m(add|sub)\w*\b", asm)
     assert ss.to_uint8 is to_uint8
+
+
+def test_framework_dtypes_name_the_same_batches(loader_splits):
+    """``dtype=torch.uint8`` / ``tf.uint8`` / ``np.uint8`` mean ``"uint8"`` (and the float32
+    ones ``"float32"``): the same batches; another framework dtype is refused by name."""
+    import tensorflow as tf
+    import torch
+    location = loader_splits["npy"][0]
+    kw = dict(batch_size=50, resize=(9, 13), seed=3)
+    want = [X.numpy() for X, _ in ss.torch_loader(location, dtype="uint8", **kw)]
+    got = [X.numpy() for X, _ in ss.torch_loader(location, dtype=torch.uint8, **kw)]
+    assert got[0].dtype == np.uint8 and all(map(np.array_equal, got, want))
+    got = [X.numpy().transpose(0, 3, 1, 2) for X, _ in ss.tf_dataset(location, dtype=tf.uint8,
+                                                                     **kw)]
+    assert got[0].dtype == np.uint8 and all(map(np.array_equal, got, want))
+    floats = next(iter(ss.torch_loader(location, dtype=torch.float32, **kw)))[0]
+    assert floats.dtype == torch.float32
+    with pytest.raises(InputError, match=r"dtype=torch.int16: must be 'float32'"):
+        ss.torch_loader(location, dtype=torch.int16, **kw)

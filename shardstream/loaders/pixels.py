@@ -37,11 +37,14 @@ DTYPES = ("float32", "uint8")
 
 
 def check_dtype(dtype) -> str:
-    """``"float32"`` / ``"uint8"`` (or the numpy dtype) -> its name; else InputError."""
+    """``"float32"`` / ``"uint8"`` -- or the numpy, torch or tensorflow dtype of that name
+    (``np.uint8``, ``torch.uint8``, ``tf.uint8``; recognised by name, no framework import) --
+    -> its name; else InputError."""
     try:
         name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
-    except TypeError:
-        name = None
+    except TypeError:  # torch.uint8 (str: "torch.uint8"), tf.uint8 (.name: "uint8")
+        name = getattr(dtype, "name", None) or str(dtype).rpartition(".")[2]
+        name = name if type(dtype).__module__.split(".")[0] in ("torch", "tensorflow") else None
     if name not in DTYPES:
         raise InputError(f"dtype={dtype!r}: must be 'float32' (images in [0, 1]) or 'uint8' "
                          f"(the stored 0..255 values, for preprocessing on the GPU)")
