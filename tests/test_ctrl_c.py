@@ -213,3 +213,80 @@ def test_a_queue_lock_left_taken_does_not_hang_the_exit(tmp_path, install):
         assert not hung and child.returncode == 0 and out == "exiting\n", (child.returncode, err)
     else:
         assert hung
+
+
+def _run(tmp_path, code, *args, timeout=EXIT_WITHIN):
+    script = tmp_path / "child.py"
+    script.write_text(textwrap.dedent(code))
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True,
+                          timeout=timeout, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
+def test_a_ctrl_c_dropped_at_the_very_end_does_not_cut_the_exit_hooks(tmp_path):
+    """A KeyboardInterrupt dropped in the script's last statement: the main thread has ended
+    when it would be re-delivered, so it is not, and the exit hooks (tf.data's, the read-ahead
+    joins) run to the end."""
+    done = _run(tmp_path, """
+        import atexit, time
+        from shardstream.loaders import interrupt
+        interrupt.install()
+        def exit_hook():           # stands for tfexit.stop_all / execute._join_at_exit
+            time.sleep(0.3)
+            print("exit hook finished", flush=True)
+        atexit.register(exit_hook)
+        class D:
+            def __del__(self):
+                raise KeyboardInterrupt
+        D()
+    """)
+    assert done.stdout == "exit hook finished\n", done.stderr
+    assert "atexit" not in done.stderr
+
+
+def test_a_hook_chained_by_another_library_makes_no_cycle(tmp_path):
+    """A library chaining ``sys.unraisablehook`` between two loader builds: the unraisable
+    exception is reported once by each hook, no RecursionError."""
+    done = _run(tmp_path, """
+        import sys
+        from shardstream.loaders import interrupt
+        interrupt.install()
+        prev = sys.unraisablehook
+        def lib_hook(u):
+            print("lib_hook saw", u.exc_type.__name__, flush=True)
+            prev(u)
+        sys.unraisablehook = lib_hook
+        interrupt.install()
+        class D:
+            def __del__(self):
+                raise ValueError("boom in __del__")
+        d = D(); del d
+        print("alive", flush=True)
+    """)
+    assert done.returncode == 0 and done.stdout == "lib_hook saw ValueError\nalive\n", done
+    assert done.stderr.count("Exception ignored in") == 1 and "RecursionError" not in done.stderr
+
+
+def test_leaving_a_process_worker_loop_with_a_queue_lock_left_taken_does_not_hang(
+        tmp_path, loader_splits):
+    """The program goes on after the Ctrl-C (a notebook, ``except KeyboardInterrupt:
+    save()``): leaving the loop tears the DataLoader down, which puts its stop signals on the
+    index queues -- one of whose locks the interrupted ``put`` left taken. The loader releases
+    it first."""
+    done = _run(tmp_path, """
+        import gc, multiprocessing.queues, sys
+        import shardstream as ss
+        loader = ss.torch_loader(sys.argv[1], batch_size=16, num_workers=2,
+                                 worker_mode="process")
+        batches = iter(loader)
+        next(batches)
+        queues = [o for o in gc.get_objects() if isinstance(o, multiprocessing.queues.Queue)
+                  and o._thread is not None]
+        queues[0]._notempty._lock.acquire()    # what an interrupted Queue.put leaves
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            batches.close(); del batches       # leaving the for loop
+            gc.collect()
+        print("saved", flush=True)
+    """, loader_splits["npy"][0], timeout=60)
+    assert done.returncode == 0 and done.stdout == "saved\n", done.stderr[-2000:]

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import shardstream as ss
+from shardstream.book.datamodule import SplitDataset
 from shardstream.errors import InputError
 from shardstream.loaders import pixels
 from shardstream.loaders.execute import open_stream
@@ -349,3 +350,18 @@ def test_framework_dtypes_name_the_same_batches(loader_splits):
     assert floats.dtype == torch.float32
     with pytest.raises(InputError, match=r"dtype=torch.int16: must be 'float32'"):
         ss.torch_loader(location, dtype=torch.int16, **kw)
+
+
+def test_uint8_pixels_are_never_a_view_of_the_input(loader_splits, tmp_path):
+    """Without resize the uint8 pixels equal the input but are a new array: changing a sample
+    in place never changes the shards' decoded cache (``data.train[i]`` twice)."""
+    x = random_images((3, 5, 4, 1), 7)
+    for cf in (False, True):
+        got = ss.to_uint8(x, channels_first=cf)
+        assert not np.may_share_memory(got, x)
+        assert np.array_equal(got, x.transpose(0, 3, 1, 2) if cf else x)
+    ds = SplitDataset(loader_splits["npy"][0], dtype="uint8", framework="torch")
+    first = ds[3][0]
+    first[...] = 0
+    assert np.array_equal(np.asarray(ds[3][0]).reshape(-1),
+                          loader_splits["npy"][1][3].reshape(-1))

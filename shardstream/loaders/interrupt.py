@@ -22,8 +22,11 @@ call :func:`install` when built.
 *processes*: the interrupt can land in ``multiprocessing.Queue.put`` between taking the queue's
 lock and entering its ``with`` block (the DataLoader puts an index on a queue for every
 batch), so the lock is never released and, at exit, multiprocessing's own finalizer waits for
-it for ever (seen: about 1 interrupted run in 10).  Registered when a process-worker
-DataLoader starts, it runs before that finalizer and releases a queue lock nobody gives back.
+it for ever (seen: about 1 interrupted run in 10) -- or, if the program goes on (a notebook,
+``except KeyboardInterrupt: save()``), the DataLoader's own teardown does.  :func:`unlocking`
+(the torch loader's process-worker batches) releases its DataLoader's abandoned queue locks
+when the iteration is left by an exception, and the exit hook, registered when process workers
+start, runs before multiprocessing's finalizer and releases any left.
 """
 
 from __future__ import annotations
@@ -36,24 +39,33 @@ import sys
 import threading
 import time
 
-_state = {"previous": None, "queues_hook": False}
-#: seconds a queue lock may stay taken at exit before it counts as abandoned (the queue's
-#: feeder thread holds it for microseconds at a time)
+_state = {"previous": None, "installed": False, "queues_hook": False}
+_busy = threading.local()  # re-entry guard of _hook (a hook chain that leads back to it)
+#: seconds a queue lock may stay taken before it counts as abandoned (the queue's feeder
+#: thread holds it for microseconds at a time)
 QUEUE_LOCK_WAIT = 0.5
 
 
 def _hook(unraisable) -> None:
-    previous = _state["previous"] or sys.__unraisablehook__
-    previous(unraisable)
-    if (unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt)
-            and threading.current_thread() is threading.main_thread()
-            and threading.main_thread().is_alive()):
-        threading.Thread(target=_deliver, name="shardstream-ctrl-c", daemon=True).start()
+    if getattr(_busy, "on", False):  # another library's hook chained back to us: stop here
+        sys.__unraisablehook__(unraisable)
+        return
+    _busy.on = True
+    try:
+        (_state["previous"] or sys.__unraisablehook__)(unraisable)
+    finally:
+        _busy.on = False
+        if (unraisable.exc_type is not None
+                and issubclass(unraisable.exc_type, KeyboardInterrupt)
+                and threading.current_thread() is threading.main_thread()
+                and threading.main_thread().is_alive()):
+            threading.Thread(target=_deliver, name="shardstream-ctrl-c", daemon=True).start()
 
 
 def _deliver() -> None:
     """Simulate the SIGINT once the main thread has left :func:`_hook` (an interrupt raised
-    inside the hook would be dropped again); waits at most ~0.5 s for that."""
+    inside the hook would be dropped again), waiting at most ~0.5 s for that; not once the
+    interpreter is shutting down (the exit hooks must run undisturbed)."""
     main = threading.main_thread().ident
     for _ in range(100):
         time.sleep(0.005)
@@ -62,36 +74,60 @@ def _deliver() -> None:
             frame = frame.f_back
         if frame is None:
             break
-    _thread.interrupt_main()
+    if threading.main_thread().is_alive():
+        _thread.interrupt_main()
 
 
 def install() -> None:
-    """Chain :func:`_hook` in front of the current :data:`sys.unraisablehook` (once)."""
-    if sys.unraisablehook is not _hook:
+    """Chain :func:`_hook` in front of the current :data:`sys.unraisablehook`, once per
+    process (installing again after another library chained its own hook to ours would make a
+    cycle)."""
+    if not _state["installed"]:
+        _state["installed"] = True
         _state["previous"] = sys.unraisablehook
         sys.unraisablehook = _hook
 
 
+def unlocking(iterator, split):
+    """The items of ``split(item)`` for each item of ``iterator`` (a DataLoader's iterator);
+    when left by an exception (a Ctrl-C, or the consumer stopping), first release the locks of
+    its index queues that an interrupted ``put`` left taken, so that its teardown can put its
+    stop signals there instead of waiting for ever."""
+    try:
+        for item in iterator:
+            yield from split(item)
+    except BaseException:
+        unlock_queues(getattr(iterator, "_index_queues", ()))
+        raise
+
 
 def unlock_queues_at_exit() -> None:
-    """Have :func:`_unlock_queues` run at exit, before multiprocessing's finalizers (``atexit``
-    runs the last registered first; multiprocessing registered its own on import).  Once."""
+    """Have :func:`unlock_queues` (of every live queue) run at exit, before multiprocessing's
+    finalizers (``atexit`` runs the last registered first; multiprocessing registered its own on
+    import).  Once."""
     if not _state["queues_hook"]:
         _state["queues_hook"] = True
-        atexit.register(_unlock_queues)
+        atexit.register(unlock_queues)
 
 
-def _unlock_queues() -> int:
-    """Release the lock of every live ``multiprocessing`` queue that stays taken for
-    :data:`QUEUE_LOCK_WAIT` s (left taken by a ``KeyboardInterrupt``); how many were."""
+def unlock_queues(queues=None) -> int:
+    """Release the lock of each ``multiprocessing`` queue of ``queues`` (default: every live
+    one) that stays taken for :data:`QUEUE_LOCK_WAIT` s (left taken by a
+    ``KeyboardInterrupt``); how many were."""
+    if queues is None:  # (type(): a dead weakproxy among the objects raises on isinstance)
+        queues = [o for o in gc.get_objects()
+                  if issubclass(type(o), multiprocessing.queues.Queue)]
     released = 0
-    for obj in gc.get_objects():
-        if not issubclass(type(obj), multiprocessing.queues.Queue):  # (type: no weakproxy)
-            continue
-        lock = getattr(getattr(obj, "_notempty", None), "_lock", None)
+    for queue in queues:
+        lock = getattr(getattr(queue, "_notempty", None), "_lock", None)
         if lock is None or not hasattr(lock, "acquire"):
             continue
-        if not lock.acquire(timeout=QUEUE_LOCK_WAIT):  # a plain Lock: any thread may release
+        if lock.acquire(timeout=QUEUE_LOCK_WAIT):  # free (or freed meanwhile): give it back
+            lock.release()
+            continue
+        try:  # a plain Lock: any thread may release it
+            lock.release()
             released += 1
-        lock.release()
+        except RuntimeError:  # its holder let go just now
+            pass
     return released

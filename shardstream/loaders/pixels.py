@@ -164,8 +164,9 @@ def to_uint8(images: np.ndarray, resize_to: tuple[int, int] | None = None, *,
         else:
             got = to_uint8_reference(images, (h, w))
             got = got.transpose(0, 3, 1, 2) if channels_first else got
-    if out is None:
-        return np.ascontiguousarray(got)
+    if out is None:  # always a new array: never a view of the caller's images
+        return got.copy(order="C") if np.may_share_memory(got, images) else \
+            np.ascontiguousarray(got)
     np.copyto(out, got)
     return out
 

@@ -103,7 +103,7 @@ def split_location(location: str) -> tuple[str, SplitSlice | None]:
         local = storage.local_path(location)
         if local is not None and os.path.exists(local):
             return location, None  # a real path with brackets in its name
-        raise InputError(f"{_hint(location)} (and no such folder exists)")
+        raise InputError(_hint(location) + (" (and no such folder exists)" if local else ""))
     if not base or base.endswith(("/", "://")):
         raise InputError(f"{_hint(location)}: the slice follows the split's location "
                          f"(shards/fashion_mnist/train[:90%])")

@@ -176,7 +176,6 @@ class _Passes:
         self.stopped = False  # set at interpreter exit (tfexit.stop_all)
         _stop_at_exit(self)
         _redeliver_dropped_ctrl_c()
-        _redeliver_dropped_ctrl_c()
 
     def shutdown(self) -> None:
         """Python is exiting: close every open pass; later requests get empty chunks at once

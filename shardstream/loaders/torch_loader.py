@@ -324,7 +324,7 @@ class ShardLoader:
             loader = torch.utils.data.DataLoader(
                 self.dataset, batch_size=None, num_workers=self.num_workers,
                 persistent_workers=False, pin_memory=pin, **extra)
-            batches = (batch for item in loader for batch in _split(item))
+            batches = interrupt.unlocking(iter(loader), _split)  # (Ctrl-C: see interrupt.py)
             pin = False  # the DataLoader pins
             interrupt.unlock_queues_at_exit()
         try:
