@@ -242,6 +242,8 @@ def test_torch_state_dict_counts_the_slice(loader_splits):
     other = ss.torch_loader(loc + "[:80%]", batch_size=64, seed=1)
     with pytest.raises(InputError, match="num_samples=900"):
         other.load_state_dict(state)
+    with pytest.raises(InputError, match="first_sample=0"):   # as many samples, elsewhere
+        ss.torch_loader(loc + "[10%:]", batch_size=64, seed=1).load_state_dict(state)
     resumed = ss.torch_loader(loc + "[:90%]", batch_size=64, seed=1)
     resumed.load_state_dict(state)
     rest = [(X.numpy(), y.numpy()) for X, y in resumed]

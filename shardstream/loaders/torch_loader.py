@@ -118,14 +118,12 @@ class ShardDataset(torch.utils.data.IterableDataset):
 
 
 def _join(run):
-    """[(X (b_i, C, h, w), y (b_i,))] -> one item (X (sum b_i, C, h, w), y (sum b_i,), sizes)."""
+    """[(X (b_i, C, h, w), y (b_i,))] -> one item (X (sum b_i, C, h, w), y (sum b_i,), sizes);
+    :func:`_split` gives the batches back, as contiguous views."""
     return torch.cat([X for X, _ in run]), torch.cat([y for _, y in run]), [len(y) for _, y in run]
 
 
-def _split(item):
-    """The batches of one worker item (:func:`_join`), as contiguous views."""
-    X, y, sizes = item
-    return zip(torch.split(X, sizes), torch.split(y, sizes))
+_split = lambda item: zip(torch.split(item[0], item[2]), torch.split(item[1], item[2]))  # noqa: E731
 
 
 def _can_pin() -> bool:
@@ -243,6 +241,8 @@ class ShardLoader:
         """The samples of an epoch (of the split, or of its slice: ``"train[:90%]"``)."""
         return int(self._opts.view(self.manifest).num_samples)
 
+    _first_sample = property(lambda self: int(getattr(self._opts.view(self.manifest), "lo", 0)))
+
     def __repr__(self) -> str:
         o = self._opts
         workers = f"{self.num_workers} ({self.worker_mode})" if self.num_workers else "0"
@@ -272,12 +272,12 @@ class ShardLoader:
         self._batch = 0
 
     def state_dict(self) -> dict:
-        """``{"seed", "epoch", "batch", "batch_size", "world_size", "rank", "num_samples"}``:
-        plain ints; ``batch`` is the index of the next batch to hand out."""
+        """Plain ints: ``seed, epoch, batch`` (the next batch to hand out), ``batch_size,
+        world_size, rank, num_samples, first_sample`` (a slice's start, else 0; checked)."""
         o = self._opts
         return {"seed": o.seed, "epoch": o.epoch, "batch": self._batch,
                 "batch_size": o.batch_size, "world_size": o.world_size, "rank": o.rank,
-                "num_samples": self.num_samples}
+                "num_samples": self.num_samples, "first_sample": self._first_sample}
 
     def load_state_dict(self, state: dict) -> None:
         """Resume from ``state`` (from :meth:`state_dict`): the next iteration starts at batch
@@ -287,7 +287,7 @@ class ShardLoader:
                              "with keys seed, epoch, batch")
         o = self._opts
         for key, mine in (("batch_size", o.batch_size), ("world_size", o.world_size),
-                          ("num_samples", self.num_samples)):
+                          ("num_samples", self.num_samples), ("first_sample", self._first_sample)):
             if key in state and state[key] != mine:
                 raise InputError(f"load_state_dict: the state was saved with {key}={state[key]}, "
                                  f"this loader has {key}={mine}; batch indices would not match — "
