@@ -30,7 +30,7 @@ import numpy as np
 from ..errors import InputError
 from . import resize
 from .normalize import check_normalize
-from .resize import compiled_kernel, resampled, to_float
+from .resize import checked_batch, compiled_kernel, resampled, to_float
 
 #: the values of the loaders' ``dtype`` argument
 DTYPES = ("float32", "uint8")
@@ -64,22 +64,12 @@ def check_pixel_options(dtype, normalize, channels: int | None = None) -> tuple[
     return dtype, normalize if channels is None else check_normalize(normalize, channels)
 
 
-def _check(images, resize_to):
-    images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim != 4:
-        raise InputError(f"to_uint8 expects uint8 images of shape (N, H, W, C), "
-                         f"got {images.dtype} {images.shape}")
-    n, hin, win, c = images.shape
-    h, w = (hin, win) if resize_to is None else resize._check_resize(resize_to)
-    return images, (n, hin, win, c), (h, w)
-
-
 def to_uint8_reference(images: np.ndarray, resize_to: tuple[int, int] | None = None, *,
                        out: np.ndarray | None = None) -> np.ndarray:
     """uint8 (N, h, w, C) from uint8 ``images`` (N, H, W, C) (numpy; the definition): the
     images themselves without resize, else ``rint(clip(resampled(images), 0, 255))`` (see the
     module doc).  ``out``: a uint8 array of the result's shape to write into."""
-    images, (n, hin, win, c), (h, w) = _check(images, resize_to)
+    images, (n, hin, win, c), (h, w) = checked_batch(images, resize_to, "to_uint8")
     if out is None:
         out = np.empty((n, h, w, c), np.uint8)
     elif out.dtype != np.uint8 or out.shape != (n, h, w, c):
@@ -148,7 +138,7 @@ def to_uint8(images: np.ndarray, resize_to: tuple[int, int] | None = None, *,
     (N, H, W, C): bitwise :func:`to_uint8_reference` (transposed for ``channels_first``),
     through the compiled kernel when :func:`compiled_uint8` is usable.  ``out``: a uint8 array
     of the result's shape that receives it."""
-    images, (n, hin, win, c), (h, w) = _check(images, resize_to)
+    images, (n, hin, win, c), (h, w) = checked_batch(images, resize_to, "to_uint8")
     shape = (n, c, h, w) if channels_first else (n, h, w, c)
     if out is not None and (out.dtype != np.uint8 or out.shape != shape):
         raise InputError(f"to_uint8: out must be uint8 of shape {shape}, "

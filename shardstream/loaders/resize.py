@@ -125,6 +125,17 @@ def _check_resize(resize) -> tuple[int, int]:
     return int(h), int(w)
 
 
+def checked_batch(images, resize, who: str = "to_float"):
+    """``(images, (n, H, W, C), (h, w))``: ``images`` as a uint8 (N, H, W, C) array and the
+    output size (``resize`` checked, or the stored size); InputError naming ``who`` else."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4:
+        raise InputError(f"{who} expects uint8 images of shape (N, H, W, C), "
+                         f"got {images.dtype} {images.shape}")
+    n, hin, win, c = images.shape
+    return images, (n, hin, win, c), (hin, win) if resize is None else _check_resize(resize)
+
+
 def _scratch(slot: str, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
     """A work array of ``shape`` and ``dtype``, reused by this thread for ``slot`` when small.
 
@@ -180,13 +191,7 @@ def to_float_reference(images: np.ndarray, resize: tuple[int, int] | None = None
     depends on sizes or threads: every output value is the same float32 expression of its own
     image's pixels, whatever the batch, thread, process or machine.
     """
-    images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim != 4:
-        raise InputError(
-            f"to_float expects uint8 images of shape (N, H, W, C), "
-            f"got {images.dtype} {images.shape}")
-    n, hin, win, c = images.shape
-    h, w = (hin, win) if resize is None else _check_resize(resize)
+    images, (n, hin, win, c), (h, w) = checked_batch(images, resize)
     if out is None:
         out = np.empty((n, h, w, c), dtype=np.float32)
     elif out.dtype != np.float32 or out.shape != (n, h, w, c):
@@ -323,13 +328,7 @@ def to_float(images: np.ndarray, resize: tuple[int, int] | None = None, *,
     Bitwise equal to :func:`to_float_reference` (transposed for ``channels_first``); runs the
     compiled kernel when :func:`compiled_kernel` is usable (one pass per batch, GIL released).
     """
-    images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim != 4:
-        raise InputError(
-            f"to_float expects uint8 images of shape (N, H, W, C), "
-            f"got {images.dtype} {images.shape}")
-    n, hin, win, c = images.shape
-    h, w = (hin, win) if resize is None else _check_resize(resize)
+    images, (n, hin, win, c), (h, w) = checked_batch(images, resize)
     shape = (n, c, h, w) if channels_first else (n, h, w, c)
     if out is not None and (out.dtype != np.float32 or out.shape != shape):
         raise InputError(f"to_float: out must be float32 of shape {shape}, "
