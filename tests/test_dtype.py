@@ -57,28 +57,29 @@ def test_hand_computed_values_round_half_to_even(path):
     assert np.array_equal(to_uint8(x, (1, 2)), x) and to_uint8(x).dtype == np.uint8
 
 
+@pytest.mark.parametrize("n", [1, 5, 16])  # N * C below and at the kernel's SMALL_BATCH (16)
 @pytest.mark.parametrize("c", [1, 3])
-def test_uint8_is_the_rounded_resize_in_both_layouts(path, c):
+def test_uint8_is_the_rounded_resize_in_both_layouts(path, n, c):
     """Random images, up / down / one axis / none: the pre-division resize rounded half to
     even, bitwise the reference; within 0.5 of 255 x the float batch (plus float error)."""
     for k, size in enumerate([(32, 32), (14, 14), (20, 36), (57, 9), (1, 1), (28, 13),
                               (28, 28)]):
-        x = random_images((5, 28, 28, c), seed=10 * k + c)
+        x = random_images((n, 28, 28, c), seed=100 * n + 10 * k + c)
         want = to_uint8_reference(x, size)
         if size == (28, 28):
             assert np.array_equal(want, x)
         else:
-            pre = resampled(x, size, over_255=False).reshape(*size, 5, c).transpose(2, 0, 1, 3)
+            pre = resampled(x, size, over_255=False).reshape(*size, n, c).transpose(2, 0, 1, 3)
             assert np.array_equal(want, np.rint(np.clip(pre, 0, 255)).astype(np.uint8))
         assert np.array_equal(to_uint8(x, size), want), size
         nchw = to_uint8(x, size, channels_first=True)
         assert nchw.flags["C_CONTIGUOUS"] and np.array_equal(nchw, want.transpose(0, 3, 1, 2))
         assert np.abs(want - 255.0 * to_float(x, size)).max() <= 0.5 + 1e-3
-        slot = np.zeros((2, 5, *size, c), np.uint8)
+        slot = np.zeros((2, n, *size, c), np.uint8)
         assert np.shares_memory(to_uint8(x, size, out=slot[1]), slot[1])
         assert np.array_equal(slot[1], want) and not slot[0].any()
-    with pytest.raises(InputError, match=r"out must be uint8 of shape \(5, 32, 32, 1\)"):
-        to_uint8(x[..., :1], (32, 32), out=np.empty((5, 1, 32, 32), np.float32))
+    with pytest.raises(InputError, match=rf"out must be uint8 of shape \({n}, 32, 32, 1\)"):
+        to_uint8(x[..., :1], (32, 32), out=np.empty((n, 1, 32, 32), np.float32))
 
 
 def test_uint8_is_within_one_of_pil(path):

@@ -187,8 +187,8 @@ class _Pool:
 
     def take(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Gather slots (b,) into new arrays images (b, H, W, C), labels (b,); frees the slots."""
-        images = np.take(self.images, slots, axis=0)
-        labels = np.take(self.labels, slots)
+        images = self.images.take(slots, axis=0)  # the methods: np.take's wrapper costs ~1 us,
+        labels = self.labels.take(slots)          # a tenth of a batch_size=1 batch
         b = len(slots)
         self.free[self.top: self.top + b] = slots
         self.top += b
