@@ -127,6 +127,27 @@ def test_bad_resize(resize):
         to_float(np.zeros((1, 28, 28, 1), np.uint8), resize)
 
 
+def test_one_resize_check_for_loaders_and_batches():
+    """The loaders' check (n or a pair) and a batch's (a pair) are one function: the same
+    results and the same words."""
+    from shardstream.loaders.options import check_resize
+
+    assert check_resize(None) is None and check_resize(5) == (5, 5)
+    assert check_resize(np.int64(7)) == (7, 7) and check_resize([3, np.int32(4)]) == (3, 4)
+    x = np.zeros((1, 28, 28, 1), np.uint8)
+    assert to_float(x, [np.int16(3), 4]).shape == (1, 3, 4, 1)
+    for bad in [0, (2, 0), (1.5, 2), (True, 2)]:
+        with pytest.raises(InputError) as loader_error:
+            check_resize(bad)
+        with pytest.raises(InputError) as batch_error:
+            to_float(x, bad)
+        assert f"resize={bad!r}:" in str(loader_error.value)
+        if bad != 0:
+            assert str(loader_error.value) == str(batch_error.value)
+    with pytest.raises(InputError, match=r"resize=5: must be None or a pair \(height, width\)"):
+        to_float(x, 5)  # a batch's resize is a pair
+
+
 @pytest.mark.parametrize("bad", [np.zeros((2, 28, 28), np.uint8),
                                  np.zeros((2, 28, 28, 1), np.float32),
                                  np.zeros((2, 28, 28, 1), np.uint16)])

@@ -20,6 +20,7 @@ from ..shards.manifest import MANIFEST_NAME, Manifest, load_manifest
 from .execute import ShardSource, choose_format, open_stream
 from .lazyplan import LazyPlan
 from .pixels import check_pixel_options
+from .resize import check_size
 from .slicing import SplitSlice, split_location, view
 
 
@@ -39,21 +40,9 @@ def _bool(name, value):
 
 
 def check_resize(resize):
-    """``None``, ``n`` or ``(h, w)`` -> ``None`` or ``(h, w)`` of positive ints; else InputError."""
-    if resize is None:
-        return None
-    if isinstance(resize, (int, np.integer)) and not isinstance(resize, bool):
-        resize = (resize, resize)
-    try:
-        h, w = resize
-    except (TypeError, ValueError):
-        raise InputError(f"resize={resize!r}: must be None, a size n or a pair "
-                         f"(height, width)") from None
-    for v in (h, w):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
-            raise InputError(f"resize={resize!r}: height and width must be positive integers "
-                             f"(e.g. resize=(32, 32))")
-    return int(h), int(w)
+    """``None``, ``n`` or ``(h, w)`` -> ``None`` or ``(h, w)`` of positive ints; else InputError
+    (:func:`resize.check_size`)."""
+    return None if resize is None else check_size(resize, allow_n=True)
 
 
 @dataclass(frozen=True)

@@ -112,16 +112,26 @@ def _taps(in_size: int, out_size: int, over_255: bool) -> tuple[np.ndarray, np.n
     return idx, coef
 
 
-def _check_resize(resize) -> tuple[int, int]:
+def check_size(resize, *, allow_n: bool = False) -> tuple[int, int]:
+    """``(h, w)``: ``resize`` checked as a pair of positive integers (and, with ``allow_n``, a
+    single ``n`` for ``(n, n)``, the loaders' form); InputError otherwise.  The one check of a
+    resize argument (the loaders' :func:`options.check_resize` and every batch here)."""
+    if type(resize) is tuple and len(resize) == 2 and type(resize[0]) is int and \
+            type(resize[1]) is int and resize[0] > 0 and resize[1] > 0:
+        return resize  # the loaders' own (checked) pair, once per batch: no more to check
+    forms = "None, a size n or a pair (height, width)" if allow_n else \
+        "None or a pair (height, width)"
+    pair = resize
+    if allow_n and isinstance(resize, (int, np.integer)) and not isinstance(resize, bool):
+        pair = (resize, resize)
     try:
-        h, w = resize
+        h, w = pair
     except (TypeError, ValueError):
-        raise InputError(f"resize={resize!r} must be None or a pair (height, width) "
-                         f"of positive integers") from None
+        raise InputError(f"resize={resize!r}: must be {forms}") from None
     for v in (h, w):
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-            raise InputError(f"resize={resize!r} must be None or a pair (height, width) "
-                             f"of positive integers")
+            raise InputError(f"resize={resize!r}: height and width must be positive integers "
+                             f"(e.g. resize=(32, 32))")
     return int(h), int(w)
 
 
@@ -133,7 +143,7 @@ def checked_batch(images, resize, who: str = "to_float"):
         raise InputError(f"{who} expects uint8 images of shape (N, H, W, C), "
                          f"got {images.dtype} {images.shape}")
     n, hin, win, c = images.shape
-    return images, (n, hin, win, c), (hin, win) if resize is None else _check_resize(resize)
+    return images, (n, hin, win, c), (hin, win) if resize is None else check_size(resize)
 
 
 def _scratch(slot: str, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
@@ -299,7 +309,10 @@ def _kernel_args(n, hin, win, c, h, w, over_255=True) -> tuple:
     """The taps, this thread's scratch arrays and the clamp bound for
     :func:`_kernels.resize_into`, cached per thread and shape (one dict lookup per batch).
     ``over_255=False``: the uint8 batches' taps (no ``/ 255``) and bound 255 (:mod:`.pixels`)."""
-    cache = _thread.__dict__.setdefault("kernel_args", {})
+    try:
+        cache = _thread.kernel_args
+    except AttributeError:
+        cache = _thread.kernel_args = {}
     key = (n, hin, win, c, h, w, over_255)
     args = cache.get(key)
     if args is None:

@@ -267,7 +267,7 @@ def _build(opts: LoaderOptions, manifest, num_parallel: int,
     chunks = []  # chunks[p][i]: the plan batches of chunk i of stream p
     for p in range(num_parallel):
         ks = worker_batches(total, p, num_parallel, CHUNK)
-        bounds = np.cumsum([0] + chunk_sizes(sizes[ks]))
+        bounds = np.cumsum([0] + chunk_sizes(sizes[ks], CHUNK))
         chunks.append([ks[a:b] for a, b in zip(bounds[:-1], bounds[1:])])
     num_chunks = tf.constant([len(ch) for ch in chunks], tf.int64)
     x_type = tf.uint8 if opts.dtype == "uint8" else tf.float32
