@@ -58,6 +58,15 @@ CHUNK = 8
 MAX_OPEN_PASSES = 4
 
 
+#: tf.data's model-based autotuning off (prefetch's own buffer sizing stays): with it on, a
+#: pass over this pipeline was often held to a fixed 0.64 s (or 1.28 s) on a 2-core machine,
+#: whatever the chunk size or num_parallel, its last batches waiting long after the last chunk
+#: was made (docs/benchmarks.md, "tf.data autotuning"); the user's own options, set later with
+#: ``ds.with_options``, override this
+_OPTIONS = tf.data.Options()
+_OPTIONS.autotune.enabled = False
+
+
 def chunk_sizes(batch_sizes: np.ndarray, group: int = CHUNK) -> list[int]:
     """How a stream cuts its batches into chunks: ``batch_sizes`` int (m,) the sizes of the
     batches it executes, in order (runs of ``group`` consecutive plan batches); returns the
@@ -215,6 +224,23 @@ class _Passes:
         h, w, c = self.opts.image_size(self.manifest)
         return np.empty((0, 0, h, w, c), self.opts.dtype), np.empty((0, 0), np.int32)
 
+    def _convert(self, batches):
+        """[(images uint8 (b, H, W, C), labels (b,))] of k batches of one size -> the chunk:
+        X (k, b, h, w, C) (64-byte aligned: tf.data takes it without a copy), y int32 (k, b).
+        The k batches' images are converted by one :func:`pixels.to_pixels` call (one
+        kernel call, one release of the GIL, per chunk; each image is resized on its own,
+        so the bits are those of k separate calls)."""
+        k, b = len(batches), len(batches[0][1])
+        h, w, c = self.opts.image_size(self.manifest)
+        X = _aligned_empty((k, b, h, w, c), self.opts.dtype)
+        images = np.concatenate([images for images, _ in batches]) if k > 1 else batches[0][0]
+        to_pixels(images, self.opts.resize, self.opts.dtype, out=X.reshape(k * b, h, w, c))
+        normalize_(X, self.opts.normalize, -1)
+        y = np.empty((k, b), np.int32)
+        for j, (_, labels) in enumerate(batches):
+            y[j] = labels
+        return X, y
+
     def next_chunk(self, pass_id, stream, index):
         """Chunk ``index`` of stream ``stream`` of pass ``pass_id`` (called in order)."""
         pass_id, stream, index = int(pass_id), int(stream), int(index)
@@ -237,13 +263,7 @@ class _Passes:
                 if self.stopped:  # shut down while this stream waited for the pass
                     return self._stopped_chunk()
                 raise
-            h, w, c = self.opts.image_size(self.manifest)
-            X = _aligned_empty((len(ks), len(batches[0][1]), h, w, c), self.opts.dtype)
-            y = np.empty((len(ks), len(batches[0][1])), np.int32)
-            for j, (images, labels) in enumerate(batches):
-                to_pixels(images, self.opts.resize, self.opts.dtype, out=X[j])
-                normalize_(X[j], self.opts.normalize, -1)
-                y[j] = labels
+            X, y = self._convert(batches)
         if index == len(self.chunks[stream]) - 1:  # the stream's last chunk
             # the pass ends when all its streams have (not when none is busy: one may not
             # have started)
@@ -295,7 +315,7 @@ def _build(opts: LoaderOptions, manifest, num_parallel: int,
         lambda _: tf.numpy_function(new_pass, [], tf.int64, name="shardstream_pass"))
     ds = pass_ids.flat_map(one_pass)
     ds = ds.apply(tf.data.experimental.assert_cardinality(total))
-    ds = ds.prefetch(tf.data.AUTOTUNE)
+    ds = ds.prefetch(tf.data.AUTOTUNE).with_options(_OPTIONS)
     ds._shardstream_passes = passes  # for tests and inspection
     ds.classes = tuple(manifest.classes)  # the class names, as the torch loader's .classes
     return ds
