@@ -39,6 +39,39 @@ __all__ = ["resize_into", "divide_into", "SMALL_BATCH"]
 SMALL_BATCH = 16
 
 
+@njit(inline="always")
+def _width_pass(t, widx, wcoef, u):
+    """``u[o, m] = sum_j t[widx[j, o], m] * wcoef[j, o]`` in tap order: ``t`` float32 (W, L), ``u``
+    (w, L); the loop over ``m`` (L contiguous floats) is the one LLVM vectorises."""
+    for o in range(widx.shape[1]):
+        q = widx[0, o]
+        cf = wcoef[0, o]
+        for m in range(t.shape[1]):
+            u[o, m] = t[q, m] * cf
+        for j in range(1, widx.shape[0]):
+            q = widx[j, o]
+            cf = wcoef[j, o]
+            for m in range(t.shape[1]):
+                u[o, m] = u[o, m] + t[q, m] * cf
+
+
+@njit(inline="always")
+def _clamp(res, hi):
+    """In place: ``res`` float32 (w, L) clamped to [0, ``hi``]; for ``hi`` = 255 (uint8 batches)
+    then rounded half to even as ``(v + 2**23) - 2**23``."""
+    zero = np.float32(0.0)
+    one = np.float32(1.0)
+    magic = np.float32(8388608.0)  # 2**23: adding it rounds 0 <= v < 2**23 to an integer
+    if hi == one:
+        for o in range(res.shape[0]):
+            for m in range(res.shape[1]):
+                res[o, m] = min(max(res[o, m], zero), one)
+    else:
+        for o in range(res.shape[0]):
+            for m in range(res.shape[1]):
+                res[o, m] = (min(max(res[o, m], zero), hi) + magic) - magic
+
+
 @njit(nogil=True, cache=True)
 def resize_into(images, out, hidx, hcoef, widx, wcoef, x, trow, urow, hi):
     """Resize ``images`` uint8 (N, H, W, C), C-contiguous, into ``out`` float32 (N, C, h*w)
@@ -57,9 +90,6 @@ def resize_into(images, out, hidx, hcoef, widx, wcoef, x, trow, urow, hi):
     k = hidx.shape[0]
     taps = widx.shape[0]
     nc = n * c
-    zero = np.float32(0.0)
-    one = np.float32(1.0)
-    magic = np.float32(8388608.0)  # 2**23: adding it rounds 0 <= v < 2**23 to an integer
     if nc < SMALL_BATCH:
         # a few planes (batch_size=1): the batch layout below would run its loops over a few
         # floats only; instead each plane alone, the height pass vectorised over the
@@ -89,24 +119,9 @@ def resize_into(images, out, hidx, hcoef, widx, wcoef, x, trow, urow, hi):
                 if taps == 0:
                     res = t
                 else:
-                    for o in range(w):
-                        q = widx[0, o]
-                        cf = wcoef[0, o]
-                        for i in range(h):
-                            u[o, i] = t[q, i] * cf
-                        for j in range(1, taps):
-                            q = widx[j, o]
-                            cf = wcoef[j, o]
-                            for i in range(h):
-                                u[o, i] = u[o, i] + t[q, i] * cf
+                    _width_pass(t, widx, wcoef, u)
                     res = u
-                for o in range(w):
-                    if hi == one:
-                        for i in range(h):
-                            res[o, i] = min(max(res[o, i], zero), one)
-                    else:
-                        for i in range(h):
-                            res[o, i] = (min(max(res[o, i], zero), hi) + magic) - magic
+                _clamp(res, hi)
                 for i in range(h):
                     for o in range(w):
                         out[b, ch, i * w + o] = res[o, i]
@@ -149,26 +164,10 @@ def resize_into(images, out, hidx, hcoef, widx, wcoef, x, trow, urow, hi):
         if taps == 0:
             res = t2
         else:
-            for o in range(w):
-                q = widx[0, o]
-                cf = wcoef[0, o]
-                for m in range(nc):
-                    u2[o, m] = t2[q, m] * cf
-                for j in range(1, taps):
-                    q = widx[j, o]
-                    cf = wcoef[j, o]
-                    for m in range(nc):
-                        u2[o, m] = u2[o, m] + t2[q, m] * cf
+            _width_pass(t2, widx, wcoef, u2)
             res = u2
         # clamp to [0, hi] (vectorised; and round for uint8), then the row of every image
-        if hi == one:
-            for o in range(w):
-                for m in range(nc):
-                    res[o, m] = min(max(res[o, m], zero), one)
-        else:
-            for o in range(w):
-                for m in range(nc):
-                    res[o, m] = (min(max(res[o, m], zero), hi) + magic) - magic
+        _clamp(res, hi)
         base = i * w
         for b in range(n):
             for ch in range(c):
