@@ -42,7 +42,10 @@ SMALL_BATCH = 16
 @njit(inline="always")
 def _width_pass(t, widx, wcoef, u):
     """``u[o, m] = sum_j t[widx[j, o], m] * wcoef[j, o]`` in tap order: ``t`` float32 (W, L), ``u``
-    (w, L); the loop over ``m`` (L contiguous floats) is the one LLVM vectorises."""
+    (w, L); the loop over ``m`` (L contiguous floats) is the one LLVM vectorises.  Returns
+    ``u``, or ``t`` itself when there are no taps (w == W: no width pass)."""
+    if widx.shape[0] == 0:
+        return t
     for o in range(widx.shape[1]):
         q = widx[0, o]
         cf = wcoef[0, o]
@@ -53,6 +56,7 @@ def _width_pass(t, widx, wcoef, u):
             cf = wcoef[j, o]
             for m in range(t.shape[1]):
                 u[o, m] = u[o, m] + t[q, m] * cf
+    return u
 
 
 @njit(inline="always")
@@ -88,7 +92,6 @@ def resize_into(images, out, hidx, hcoef, widx, wcoef, x, trow, urow, hi):
     h = hidx.shape[1]
     w = widx.shape[1]
     k = hidx.shape[0]
-    taps = widx.shape[0]
     nc = n * c
     if nc < SMALL_BATCH:
         # a few planes (batch_size=1): the batch layout below would run its loops over a few
@@ -116,11 +119,7 @@ def resize_into(images, out, hidx, hcoef, widx, wcoef, x, trow, urow, hi):
                                 col[q] = col[q] + np.float32(images[b, r, q, ch]) * cf
                     for q in range(win):
                         t[q, i] = col[q]
-                if taps == 0:
-                    res = t
-                else:
-                    _width_pass(t, widx, wcoef, u)
-                    res = u
+                res = _width_pass(t, widx, wcoef, u)
                 _clamp(res, hi)
                 for i in range(h):
                     for o in range(w):
@@ -161,11 +160,7 @@ def resize_into(images, out, hidx, hcoef, widx, wcoef, x, trow, urow, hi):
                 for m in range(row):
                     trow[m] = trow[m] + np.float32(x[r, m]) * cf
         # width pass: urow[o] = sum_j trow[widx[j, o]] * wcoef[j, o], in tap order
-        if taps == 0:
-            res = t2
-        else:
-            _width_pass(t2, widx, wcoef, u2)
-            res = u2
+        res = _width_pass(t2, widx, wcoef, u2)
         # clamp to [0, hi] (vectorised; and round for uint8), then the row of every image
         _clamp(res, hi)
         base = i * w
