@@ -145,3 +145,24 @@ def test_without_numba_pillow_decodes_everything_and_says_so(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # said once
         assert np.array_equal(decode_pngs(payloads, (6, 5, 3), "t.tar", 0), images)
+
+
+def test_a_small_payload_does_not_inflate_into_a_huge_buffer(fast_path):
+    """A 1x1 PNG whose zlib stream goes on with 64 MiB of zeros (a damaged or hostile
+    payload of ~64 KB): the fast path inflates at most one row's worth more than the image
+    needs and steps aside; Pillow (which stops at the rows it needs) gives the pixel."""
+    import tracemalloc
+
+    ihdr = (1).to_bytes(4, "big") * 2 + bytes((8, 0, 0, 0, 0))
+    bomb = zlib.compress(b"\x00\x07" + bytes(64 << 20), 9)
+    payload = _SIGNATURE + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", bomb) + _IEND
+    assert len(payload) < 100_000
+    head = _SIGNATURE + _chunk(b"IHDR", ihdr)
+    tracemalloc.start()
+    try:
+        assert imagecodec._filtered_rows(payload, head, 2) is None
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+    assert decode_pngs([payload], (1, 1, 1), "t.tar", 0).tolist() == [[[[7]]]]

@@ -105,11 +105,13 @@ def _filtered_rows(payload, head: bytes, size: int):
         idat = _idat_chunks(mv, n)
         if idat is None:
             return None
-    try:
-        data = zlib.decompress(idat[0] if len(idat) == 1 else b"".join(idat))
+    inflate = zlib.decompressobj()
+    try:  # at most size + 1 bytes: a small payload must not inflate into gigabytes
+        data = inflate.decompress(idat[0] if len(idat) == 1 else b"".join(idat), size + 1)
     except zlib.error:
         return None
-    return data if len(data) == size else None
+    # eof: the stream ended within the limit and its checksum matched (bytes after it ignored)
+    return data if inflate.eof and len(data) == size else None
 
 
 def _idat_chunks(mv: memoryview, pos: int):
@@ -148,7 +150,10 @@ def _decode_fast(payloads, shape, out: np.ndarray) -> np.ndarray:
     raw = np.empty((n, h, 1 + w * c), np.uint8)
     buf = memoryview(raw.reshape(-1))
     for i, payload in enumerate(payloads):
-        data = _filtered_rows(payload, head, size)
+        try:
+            data = _filtered_rows(payload, head, size)
+        except (TypeError, ValueError, BufferError):  # not a plain bytes-like payload
+            data = None
         if data is not None:
             buf[i * size:(i + 1) * size] = data
             ok[i] = True
