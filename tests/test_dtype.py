@@ -57,7 +57,8 @@ def test_hand_computed_values_round_half_to_even(path):
     assert np.array_equal(to_uint8(x, (1, 2)), x) and to_uint8(x).dtype == np.uint8
 
 
-@pytest.mark.parametrize("n", [1, 5, 16])  # N * C below and at the kernel's SMALL_BATCH (16)
+# N * C below and at the kernel's SMALL_BATCH (16), and beyond its BLOCK_PLANES (256)
+@pytest.mark.parametrize("n", [1, 5, 16, 257])
 @pytest.mark.parametrize("c", [1, 3])
 def test_uint8_is_the_rounded_resize_in_both_layouts(path, n, c):
     """Random images, up / down / one axis / none: the pre-division resize rounded half to

@@ -42,12 +42,14 @@ def random_images(n, h, w, c, seed):
 SIZES = [(32, 32), (14, 14), (28, 28), (20, 36), (57, 9), (1, 1), (28, 13), (5, 28), (64, 64)]
 
 
-@pytest.mark.parametrize("n", [1, 2, 5, 15, 16, 63, 64, 65, 257])
+@pytest.mark.parametrize("n", [1, 2, 5, 15, 16, 63, 64, 65, 257, 512])
 @pytest.mark.parametrize("c", [1, 3])
 def test_kernel_is_bitwise_the_reference(n, c):
     """Random images (noise: every value, every rounding), up, down, non-square, one axis,
     none: the kernel's bits in both layouts are the reference's -- for N * C planes below
-    ``_kernels.SMALL_BATCH`` (16: resized plane by plane) and from it on (the batch layout)."""
+    ``_kernels.SMALL_BATCH`` (16: resized plane by plane) and from it on (the batch layout),
+    and beyond ``_kernels.BLOCK_PLANES`` (256: blocks of whole images; 257 x 1 and 257 x 3
+    end in a block of fewer than 16 planes, 512 x 1 is a tf.data chunk of 8 batches of 64)."""
     assert compiled_kernel() is not None
     for k, size in enumerate(SIZES):
         x = random_images(n, 28, 28, c, seed=1000 * n + 10 * c + k)

@@ -129,7 +129,10 @@ class _Run:
         self.slab_end = self.live = 0
         max_shard = int(sizes.max(initial=1))
         self.lookahead = LOOKAHEAD * plan.shuffle_buffer + 2 * max_shard
-        self.pool = _Pool(manifest.image_shape, plan.batch_size + max_shard)
+        # room for what the pool holds at most (shuffle buffer + one shard + one batch: no
+        # growing copy as the epoch starts; pages are touched only as slots are used)
+        self.pool = _Pool(manifest.image_shape,
+                          min(plan.shuffle_buffer + max_shard, plan.num_samples) + plan.batch_size)
         ws = plan.world_size
         self.n = plan.num_samples
         self.end = ws * plan.per_rank                   # global positions of the epoch
