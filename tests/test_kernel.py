@@ -7,6 +7,7 @@ the numpy reference (as on a platform where numba is missing)."""
 
 import hashlib
 import pathlib
+import re
 import sys
 import threading
 import warnings
@@ -15,8 +16,10 @@ import numpy as np
 import pytest
 
 import shardstream as ss
+from shardstream.errors import InputError
 from shardstream.loaders import resize
 from shardstream.loaders.execute import iter_batches, open_stream
+from shardstream.loaders.pixels import converter, to_pixels
 from shardstream.loaders.plan import plan_epoch
 from shardstream.loaders.resize import compiled_kernel, to_float, to_float_reference
 from shardstream.shards.manifest import load_manifest
@@ -58,6 +61,30 @@ def test_kernel_is_bitwise_the_reference(n, c):
         nchw = to_float(x, size, channels_first=True)
         assert nchw.shape == (n, c, *size) and nchw.flags["C_CONTIGUOUS"]
         assert np.array_equal(nchw, want.transpose(0, 3, 1, 2)), size
+
+
+@pytest.mark.parametrize("dtype", ["float32", "uint8"])
+def test_converter_is_to_pixels(path, dtype):
+    """The loaders' per-batch shortcut (``pixels.converter``) gives ``to_pixels``' arrays bit for
+    bit -- same dtype, shape, contiguity -- on every path it takes (the kernel straight, or
+    ``to_pixels`` for no resize, the stored size, an empty batch, strided or non-uint8 input),
+    and raises ``to_pixels``' own error for bad input."""
+    x = random_images(9, 28, 28, 3, seed=5)
+    inputs = [x, x[:1], x[:0], x[::-1], x[:, ::2], x[..., :1]]
+    for resize_to in (None, (28, 28), (32, 32), (14, 20), (57, 9)):
+        for cf in (False, True):
+            convert = converter(resize_to, dtype, channels_first=cf)
+            for images in inputs:
+                want = to_pixels(images, resize_to, dtype, channels_first=cf)
+                got = convert(images)
+                assert got.dtype == want.dtype and got.shape == want.shape
+                assert got.flags["C_CONTIGUOUS"] and np.array_equal(got, want)
+                assert not np.shares_memory(got, images)
+            for bad in (x.astype(np.float32), x[0]):
+                with pytest.raises(InputError) as want_error:
+                    to_pixels(bad, resize_to, dtype, channels_first=cf)
+                with pytest.raises(InputError, match=re.escape(str(want_error.value))):
+                    convert(bad)
 
 
 def test_kernel_other_input_sizes_and_strided_input():

@@ -45,3 +45,37 @@ def test_autotuning_is_off_and_the_users_options_win(loader_splits):
     assert all(np.array_equal(a, c) and np.array_equal(b, d)
                for (a, b), (c, d) in zip(ours, theirs))
     assert np.array_equal(np.sort(np.concatenate([y for _, y in ours])), np.sort(labels))
+
+
+def test_iterated_inside_a_tf_function_the_same_batches(loader_splits):
+    """``model.fit`` (and a user's ``tf.function`` loop) takes the elements in the graph, not
+    through Python (docs/loaders.md): the same batches, bit for bit, for 1 and 2 streams, and
+    with ``reshuffle_each_iteration`` each call is the next epoch."""
+    import tensorflow as tf
+
+    location, _, _ = loader_splits["npy"]
+
+    @tf.function
+    def collect(ds):
+        xs = tf.TensorArray(tf.float32, size=0, dynamic_size=True, infer_shape=False)
+        ys = tf.TensorArray(tf.int32, size=0, dynamic_size=True, infer_shape=False)
+        i = tf.constant(0)
+        for X, y in ds:
+            xs, ys, i = xs.write(i, X), ys.write(i, y), i + 1
+        return xs.concat(), ys.concat()
+
+    want = [(X.numpy(), y.numpy()) for X, y in
+            ss.tf_dataset(location, batch_size=64, resize=(32, 32), seed=4)]
+    X_all, y_all = np.concatenate([X for X, _ in want]), np.concatenate([y for _, y in want])
+    for parallel in (1, 2):
+        ds = ss.tf_dataset(location, batch_size=64, resize=(32, 32), seed=4,
+                           num_parallel=parallel)
+        X, y = collect(ds)
+        assert np.array_equal(X.numpy(), X_all) and np.array_equal(y.numpy(), y_all)
+    epochs = ss.tf_dataset(location, batch_size=64, resize=(32, 32), seed=4, num_parallel=2,
+                           reshuffle_each_iteration=True)
+    first, second = collect(epochs), collect(epochs)
+    assert np.array_equal(first[1].numpy(), y_all)
+    nxt = np.concatenate([y for _, y in ss.tf_dataset(location, batch_size=64, seed=4,
+                                                      epoch=1)])
+    assert np.array_equal(second[1].numpy(), nxt) and not np.array_equal(nxt, y_all)

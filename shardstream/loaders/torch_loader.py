@@ -32,7 +32,7 @@ from .execute import track
 from .lazyexec import iter_batches
 from .normalize import normalize_
 from .options import LoaderOptions, check_int, loader_options
-from .pixels import compiled_uint8, to_pixels
+from .pixels import compiled_uint8, converter
 from .resize import compiled_kernel
 
 #: with process workers, each worker executes runs of this many consecutive batches (worker w
@@ -56,13 +56,12 @@ def _default_rank_world(rank, world_size):
     return rank, world_size
 
 
-def to_torch(images: np.ndarray, labels: np.ndarray, resize, normalize=None, dtype="float32"):
+def to_torch(images: np.ndarray, labels: np.ndarray, convert, normalize=None):
     """uint8 images (b, H, W, C), labels (b,) -> X float32 tensor (b, C, h, w) in [0, 1]
     (contiguous; standardised with ``normalize``, see :mod:`.normalize`) or, with
-    ``dtype="uint8"``, uint8 (b, C, h, w); y int64 tensor (b,).  Pixels come from
-    :func:`pixels.to_pixels`."""
-    X = to_pixels(images, resize, dtype, channels_first=True)
-    X = torch.from_numpy(normalize_(X, normalize, 1))
+    ``dtype="uint8"``, uint8 (b, C, h, w); y int64 tensor (b,).  ``convert``: the loader's
+    :func:`pixels.converter` (``channels_first=True``), i.e. :func:`pixels.to_pixels`."""
+    X = torch.from_numpy(normalize_(convert(images), normalize, 1))
     y = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
     return X, y
 
@@ -99,17 +98,16 @@ class ShardDataset(torch.utils.data.IterableDataset):
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         plan = self.opts.plan(self.manifest)
+        convert = converter(self.opts.resize, self.opts.dtype, channels_first=True)
         if info is None:
             for _, images, labels in iter_batches(self.source(), plan):
-                yield to_torch(images, labels, self.opts.resize, self.opts.normalize,
-                               self.opts.dtype)
+                yield to_torch(images, labels, convert, self.opts.normalize)
             return
         # a worker: runs of WORKER_GROUP consecutive batches, each run sent as one item
         run = []
         for k, images, labels in iter_batches(self.source(), plan, info.id, info.num_workers,
                                               group=WORKER_GROUP):
-            run.append(to_torch(images, labels, self.opts.resize, self.opts.normalize,
-                                self.opts.dtype))
+            run.append(to_torch(images, labels, convert, self.opts.normalize))
             if len(run) == WORKER_GROUP or k == plan.num_batches - 1:
                 yield _join(run)
                 run = []
@@ -135,8 +133,8 @@ def _can_pin() -> bool:
 def _convert_run(run, opts: LoaderOptions):
     """[(images, labels)] -> [(X, y)] (:func:`to_torch` of each, with ``opts``' resize,
     normalize and dtype)."""
-    return [to_torch(images, labels, opts.resize, opts.normalize, opts.dtype)
-            for images, labels in run]
+    convert = converter(opts.resize, opts.dtype, channels_first=True)
+    return [to_torch(images, labels, convert, opts.normalize) for images, labels in run]
 
 
 def _thread_batches(opts: LoaderOptions, manifest, source, num_workers: int, prefetch: int):
