@@ -17,7 +17,7 @@ import pytest
 
 import shardstream as ss
 from shardstream.errors import InputError
-from shardstream.loaders import resize
+from shardstream.loaders import pixels, resize
 from shardstream.loaders.execute import iter_batches, open_stream
 from shardstream.loaders.pixels import converter, to_pixels
 from shardstream.loaders.plan import plan_epoch
@@ -63,12 +63,25 @@ def test_kernel_is_bitwise_the_reference(n, c):
         assert np.array_equal(nchw, want.transpose(0, 3, 1, 2)), size
 
 
+def test_kernel_zero_channels(path):
+    """An image with no channels resizes to an empty batch, as the reference does (the kernel's
+    blocks are counted in planes: C = 0 must not divide by zero)."""
+    for n in (2, 300):
+        x = np.zeros((n, 5, 5, 0), np.uint8)
+        for cf in (False, True):
+            want = (n, 0, 4, 4) if cf else (n, 4, 4, 0)
+            assert to_float(x, (4, 4), channels_first=cf).shape == want
+            assert to_pixels(x, (4, 4), "uint8", channels_first=cf).shape == want
+
+
 @pytest.mark.parametrize("dtype", ["float32", "uint8"])
-def test_converter_is_to_pixels(path, dtype):
+def test_converter_is_to_pixels(path, dtype, monkeypatch):
     """The loaders' per-batch shortcut (``pixels.converter``) gives ``to_pixels``' arrays bit for
     bit -- same dtype, shape, contiguity -- on every path it takes (the kernel straight, or
     ``to_pixels`` for no resize, the stored size, an empty batch, strided or non-uint8 input),
     and raises ``to_pixels``' own error for bad input."""
+    if path == "reference":  # the uint8 kernel too (its own first-use check)
+        monkeypatch.setattr(pixels, "_state", [None])
     x = random_images(9, 28, 28, 3, seed=5)
     inputs = [x, x[:1], x[:0], x[::-1], x[:, ::2], x[..., :1]]
     for resize_to in (None, (28, 28), (32, 32), (14, 20), (57, 9)):

@@ -23,7 +23,9 @@ default; measured 2-3x slower.)  The kernel reads the images once into that layo
 the clamped result once into ``out``: two transposing copies, which are most of its time
 (docs/benchmarks.md).  A batch of fewer than :data:`SMALL_BATCH` planes (N * C; batch_size=1)
 leaves those loops a few floats long, so it is resized plane by plane instead: the height pass
-over the input columns, the width pass over the output rows (3x faster for one image).
+over the input columns, the width pass over the output rows (3x faster for one image).  A big
+call (tf.data's chunks: 8 batches at once) is worked in blocks of whole images of at most
+:data:`BLOCK_PLANES` planes, so that the row buffers stay in cache.
 """
 
 from __future__ import annotations
@@ -190,12 +192,12 @@ def resize_into(images, out, hidx, hcoef, widx, wcoef, x, trow, urow, hi):
     float32 (W*N*C,) one row of the height pass, ``urow`` float32 (w*N*C,) one row of the
     width pass.  Returns nothing.
 
-    The batch is worked on in blocks of up to :data:`BLOCK_PLANES` planes (whole images), a
-    block of fewer than :data:`SMALL_BATCH` planes plane by plane; each output value is
-    computed from its own image alone, so the blocks do not change any bit."""
+    The batch is worked on in blocks of whole images of up to :data:`BLOCK_PLANES` planes (one
+    image when C > 256), a block of fewer than :data:`SMALL_BATCH` planes plane by plane; each
+    output value is computed from its own image alone, so the blocks do not change any bit."""
     n = images.shape[0]
     c = images.shape[3]
-    per_block = max(1, BLOCK_PLANES // c)
+    per_block = max(1, BLOCK_PLANES // max(c, 1))  # whole images (one when C > 256)
     for b0 in range(0, n, per_block):
         b1 = min(n, b0 + per_block)
         if (b1 - b0) * c < SMALL_BATCH:

@@ -116,7 +116,8 @@ def compiled_uint8():
             rng = np.random.default_rng(13)
             for shape, size in (((3, 28, 28, 1), (32, 32)), ((2, 20, 36, 3), (9, 50)),
                                 ((16, 28, 28, 1), (32, 32)), ((6, 20, 36, 3), (9, 50)),
-                                ((2, 2, 2, 1), (4, 4)), ((2, 12, 12, 3), (12, 7))):
+                                ((2, 2, 2, 1), (4, 4)), ((2, 12, 12, 3), (12, 7)),
+                                ((90, 4, 5, 3), (3, 7))):  # 270 planes: blocks
                 x = rng.integers(0, 256, shape, dtype=np.uint8)
                 want = to_uint8_reference(x, size)
                 for cf in (False, True) if kernels is not None else ():

@@ -240,7 +240,8 @@ def _probe(kernels) -> str | None:
     rng = np.random.default_rng(12)
     for n, hin, win, c, size in ((3, 28, 28, 1, (32, 32)), (2, 20, 36, 3, (9, 50)),
                                  (16, 28, 28, 1, (32, 32)), (6, 20, 36, 3, (9, 50)),
-                                 (2, 12, 12, 3, (12, 12))):  # N * C below 16 and from 16 on
+                                 (2, 12, 12, 3, (12, 12)), (90, 4, 5, 3, (3, 7))):
+        # N * C below 16 (plane by plane), from 16 on (the batch layout), beyond 256 (blocks)
         x = rng.integers(0, 256, (n, hin, win, c), dtype=np.uint8)
         want = to_float_reference(x, size)
         for channels_first in (False, True):
