@@ -183,25 +183,19 @@ def converter(resize_to, dtype: str = "float32", *, channels_first: bool = False
     def general(images):
         return to_pixels(images, resize_to, dtype, channels_first=channels_first)
 
-    if dtype == "uint8":
+    if dtype == "uint8":  # the kernel only resizes: the stored size is a copy (to_uint8's)
         kernels = compiled_uint8() if size is not None else None
-        if kernels is None:
-            return general
-
-        def convert_uint8(images):
-            if type(images) is np.ndarray and images.dtype == np.uint8 and images.ndim == 4 \
-                    and images.shape[0] and images.shape[1:3] != size:
-                return _kernel_uint8(kernels, images, size, channels_first)
-            return general(images)
-        return convert_uint8
-    kernels = compiled_kernel()
+        run = lambda images: _kernel_uint8(kernels, images, size, channels_first)  # noqa: E731
+    else:
+        kernels = compiled_kernel()
+        run = lambda images: resize._compiled(  # noqa: E731
+            kernels, images, size or images.shape[1:3], None, channels_first)
     if kernels is None:
         return general
 
     def convert(images):
         if type(images) is np.ndarray and images.dtype == np.uint8 and images.ndim == 4 \
-                and images.shape[0]:
-            return resize._compiled(kernels, images, size or images.shape[1:3], None,
-                                    channels_first)
+                and images.shape[0] and (dtype == "float32" or images.shape[1:3] != size):
+            return run(images)
         return general(images)
     return convert
