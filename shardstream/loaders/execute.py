@@ -95,8 +95,7 @@ class ShardSource:
                 return payloads, labels  # the whole shard, in order: no gathered copy
             return payloads[want], labels[want]
         try:
-            images = formats.decode_payloads([payloads[i] for i in want], self.manifest,
-                                             shard_index)
+            images = formats.decode_payloads(payloads.take(want), self.manifest, shard_index)
         except ShardError:
             # decode the whole shard for the message naming the exact bad sample
             formats.decode_payloads(payloads, self.manifest, shard_index)

@@ -81,9 +81,10 @@ def read_payloads(fmt: str, data, manifest, shard_index: int):
     """Parse shard ``shard_index`` of format ``fmt`` from its bytes ``data``.
 
     Returns ``(payloads, labels)``: labels int64 (n,), checked to lie in
-    ``[0, len(manifest.classes))``; payloads uint8 (n, H, W, C) for npy, or a sequence of n PNG
-    byte strings for png (see :func:`decode_payloads`).  Validates member names / keys, order,
-    count (n = the manifest's count) and sizes; :class:`ShardError` naming the shard.
+    ``[0, len(manifest.classes))``; payloads uint8 (n, H, W, C) for npy, or a
+    :class:`.spans.Spans` of the n PNG byte strings for png (see :func:`decode_payloads`).
+    Validates member names / keys, order, count (n = the manifest's count) and sizes;
+    :class:`ShardError` naming the shard.
     """
     name, first_id, n = _shard_args(fmt, manifest, shard_index)
     shape = tuple(manifest.image_shape)

@@ -1,16 +1,20 @@
 """Image encodings inside a shard: raw ``.npy`` members and deterministic PNG.
 
 PNG decoding has a fast path for the PNGs our converters write (8-bit gray or RGB, not
-interlaced, IHDR / IDAT / IEND chunks only): chunks walked and CRC-checked here, the image data
-inflated by :mod:`zlib`, and the row filters undone for the whole shard in one compiled call
-(:mod:`._png`) -- bitwise Pillow's pixels, 4x faster (docs/benchmarks.md).  Any payload the
-fast path does not take (another PNG flavour, damage of any kind) goes through Pillow, which
-decodes it or names the problem exactly as before; without numba every payload does.
+interlaced, IHDR / IDAT / IEND chunks only), in two compiled calls per shard that hold no GIL:
+chunks walked, CRC-checked and the image data inflated by zlib (:mod:`._zinflate`), then the
+row filters undone (:mod:`._png`) -- bitwise Pillow's pixels, ~6 µs an image against ~35 for
+Pillow (docs/benchmarks.md).  What the compiled walk does not take (several IDAT chunks, bytes
+after IEND) gets the same checks from a Python walk here; anything else (another PNG flavour,
+damage of any kind) goes through Pillow, which decodes it or names the problem exactly as
+before.  Without zlib's shared library the Python walk takes every payload; without numba,
+Pillow does.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import threading
 import warnings
 import zlib
@@ -20,6 +24,7 @@ from PIL import Image
 
 from ..errors import InputError, ShardError
 from .names import sample_key
+from .spans import Spans
 
 # fixed PNG settings: the same pixels always give the same bytes
 PNG_COMPRESS_LEVEL = 6
@@ -58,25 +63,61 @@ def encode_npy(images: np.ndarray):
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _unfilter_state: list = []  # [] not tried; [function] usable; [None] not (warned once)
-_unfilter_lock = threading.Lock()
+_inflate_state: list = []  # the same for the compiled chunk walk + inflate
+_compile_lock = threading.Lock()
+
+
+def _first_use(state: list, load, what: str, instead: str):
+    """``state[0]``, filled on first use with ``load()``'s function, or None (and one
+    RuntimeWarning naming the cause) when it raises."""
+    if not state:
+        with _compile_lock:
+            if not state:
+                try:
+                    function = load()
+                except Exception as exc:  # ImportError (no numba, no libz), a compile error...
+                    warnings.warn(f"shardstream: {what} cannot be used ({type(exc).__name__}: "
+                                  f"{exc}); {instead}: the same pixels, but slower",
+                                  RuntimeWarning, stacklevel=4)
+                    function = None
+                state.append(function)
+    return state[0]
+
+
+def _load_unfilter():
+    from ._png import unfilter  # noqa: PLC0415 - numba loads on first use only
+    unfilter(np.zeros((1, 1, 2), np.uint8), np.ones(1, bool), np.zeros((1, 1, 1), np.uint8), 1)
+    return unfilter
+
+
+def _load_inflate():
+    from ._zinflate import ULONG, inflate_idat  # noqa: PLC0415 - as above, and libz
+
+    def inflate(spans: Spans, head: bytes, raw: np.ndarray, ok: np.ndarray) -> None:
+        inflate_idat(spans.buffer, spans.starts, spans.stops, np.frombuffer(head, np.uint8),
+                     raw, ok, np.zeros(1, ULONG))
+
+    payload = _SIGNATURE + _chunk(b"IHDR", bytes((0, 0, 0, 1, 0, 0, 0, 1, 8, 0, 0, 0, 0)))
+    payload += _chunk(b"IDAT", zlib.compress(b"\x00\x07")) + _IEND
+    raw, ok = np.zeros((1, 1, 2), np.uint8), np.zeros(1, bool)
+    inflate(Spans.of([payload]), payload[:33], raw, ok)
+    if not (ok[0] and raw.tolist() == [[[0, 7]]]):
+        raise RuntimeError("a 1x1 test PNG did not inflate right")
+    return inflate
 
 
 def _compiled_unfilter():
     """:func:`._png.unfilter` if numba can compile it here, else None (one RuntimeWarning)."""
-    if not _unfilter_state:
-        with _unfilter_lock:
-            if not _unfilter_state:
-                try:
-                    from ._png import unfilter  # noqa: PLC0415 - numba loads on first use only
-                    unfilter(np.zeros((1, 1, 2), np.uint8), np.ones(1, bool),
-                             np.zeros((1, 1, 1), np.uint8), 1)
-                except Exception as exc:  # ImportError (no numba), a numba compile error, ...
-                    warnings.warn(f"shardstream: the compiled PNG decoder cannot be used "
-                                  f"({type(exc).__name__}: {exc}); decoding with Pillow, the "
-                                  f"same pixels but slower", RuntimeWarning, stacklevel=3)
-                    unfilter = None
-                _unfilter_state.append(unfilter)
-    return _unfilter_state[0]
+    return _first_use(_unfilter_state, _load_unfilter, "the compiled PNG decoder",
+                      "decoding with Pillow")
+
+
+def _compiled_inflate():
+    """``inflate(spans, head, raw, ok)`` (:func:`._zinflate.inflate_idat` on a
+    :class:`Spans`) if numba and zlib's shared library work here, else None (one
+    RuntimeWarning)."""
+    return _first_use(_inflate_state, _load_inflate, "the compiled PNG inflate",
+                      "inflating PNGs from Python")
 
 
 _IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the whole IEND chunk (no data, its CRC)
@@ -135,9 +176,23 @@ def _idat_chunks(mv: memoryview, pos: int):
         pos = stop + 4
 
 
+#: the fewest images a decoding thread gets: below 2 x this a shard is decoded by one thread
+PART_IMAGES = 1024
+
+
+def decode_threads(n: int) -> int:
+    """How many threads decode ``n`` PNGs: one per CPU this process may run on, each with at
+    least :data:`PART_IMAGES` images (the fast path holds no GIL, so they run in parallel)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, n // PART_IMAGES))
+
+
 def _decode_fast(payloads, shape, out: np.ndarray) -> np.ndarray:
-    """Decode into ``out`` (n, H, W, C) every payload the fast path takes; returns bool (n,),
-    which ones it did."""
+    """Decode into ``out`` (n, H, W, C) every payload the fast path takes, in
+    :func:`decode_threads` parts side by side; returns bool (n,), which ones it did."""
     h, w, c = shape
     n = len(payloads)
     ok = np.zeros(n, bool)
@@ -146,19 +201,55 @@ def _decode_fast(payloads, shape, out: np.ndarray) -> np.ndarray:
         return ok
     head = _SIGNATURE + _chunk(b"IHDR", w.to_bytes(4, "big") + h.to_bytes(4, "big") +
                                 bytes((8, 0 if c == 1 else 2, 0, 0, 0)))  # 8 bits, no interlace
-    size = h * (1 + w * c)
-    raw = np.empty((n, h, 1 + w * c), np.uint8)
-    buf = memoryview(raw.reshape(-1))
-    for i, payload in enumerate(payloads):
+    inflate = _compiled_inflate()
+    if inflate is not None:
         try:
-            data = _filtered_rows(payload, head, size)
-        except (TypeError, ValueError, BufferError):  # not a plain bytes-like payload
-            data = None
-        if data is not None:
-            buf[i * size:(i + 1) * size] = data
-            ok[i] = True
-    unfilter(raw, ok, out.reshape(n, h, w * c), c)
+            payloads = Spans.of(payloads)
+        except (TypeError, ValueError, BufferError):  # not all plain bytes-like: Python walk
+            inflate = None
+    rows = out.reshape(n, h, w * c)
+
+    def part(lo: int, hi: int) -> None:
+        raw = np.empty((hi - lo, h, 1 + w * c), np.uint8)
+        if inflate is not None:
+            inflate(payloads[lo:hi], head, raw, ok[lo:hi])
+        size = raw[0].size
+        buf = memoryview(raw.reshape(-1))
+        for i in (lo + np.flatnonzero(~ok[lo:hi])).tolist():  # what the compiled walk left
+            try:
+                data = _filtered_rows(payloads[i], head, size)
+            except (TypeError, ValueError, BufferError):  # not a plain bytes-like payload
+                data = None
+            if data is not None:
+                buf[(i - lo) * size:(i - lo + 1) * size] = data
+                ok[i] = True
+        unfilter(raw, ok[lo:hi], rows[lo:hi], c)
+
+    cuts = np.linspace(0, n, decode_threads(n) + 1).astype(int).tolist()
+    _side_by_side(part, list(zip(cuts[:-1], cuts[1:])))
     return ok
+
+
+def _side_by_side(function, args: list) -> None:
+    """``function(*a)`` for each ``a`` of ``args``: the first in this thread, the others in
+    threads of their own, all joined before returning (an exception in any is re-raised)."""
+    errors: list = []
+
+    def run(a):
+        try:
+            function(*a)
+        except BaseException as exc:  # re-raised in the calling thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(a,), name="shardstream-png")
+               for a in args[1:]]
+    for t in threads:
+        t.start()
+    run(args[0])
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
 
 
 def decode_pngs(payloads, shape, shard: str, first_id: int) -> np.ndarray:
@@ -169,9 +260,8 @@ def decode_pngs(payloads, shape, shard: str, first_id: int) -> np.ndarray:
     mode = {1: "L", 3: "RGB"}.get(c)
     out = np.empty((len(payloads), h, w, c), dtype=np.uint8)
     done = _decode_fast(payloads, (int(h), int(w), int(c)), out)
-    for i, payload in enumerate(payloads):
-        if done[i]:
-            continue
+    for i in np.flatnonzero(~done).tolist():
+        payload = payloads[i]
         try:
             with Image.open(io.BytesIO(payload), formats=("PNG",)) as im:
                 if im.size != (w, h) or im.mode != mode:

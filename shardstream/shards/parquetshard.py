@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from ..errors import InputError, ShardError
 from .names import key_digits
+from .spans import Spans
 
 # Compression: none for npy (raw pixels are read straight out of the page buffer at memory
 # speed; zstd made reading a 10,000-image shard ~6x slower), zstd level 1 for png (the PNG bytes
@@ -121,8 +122,9 @@ def read_parquet(data, shard: str, first_id: int, n: int, shape: tuple, encoding
     which must hold exactly the samples ``first_id .. first_id+n-1`` of (H, W, C) = ``shape``.
 
     Returns ``(payloads, labels)``: labels int64 (n,); payloads uint8 (n, H, W, C) for npy
-    (writable, a view of the column buffer pyarrow decoded), a list of n PNG byte strings for
-    png.  Raises :class:`ShardError` (never a pyarrow error).
+    (writable, a view of the column buffer pyarrow decoded), a :class:`.spans.Spans` of the n
+    PNG byte strings (cut from that buffer) for png.  Raises :class:`ShardError` (never a
+    pyarrow error).
     """
 
     try:
@@ -185,6 +187,4 @@ def read_parquet(data, shard: str, first_id: int, n: int, shape: tuple, encoding
     if struct.null_count:
         _fail(shard, f"the image column has {struct.null_count} missing values")
     offs, values = _binary_parts(pa.chunked_array([struct.flatten()[0]]), shard, "image.bytes")
-    mv = memoryview(values)
-    payloads = [mv[a:b] for a, b in zip(offs[:-1].tolist(), offs[1:].tolist())]
-    return payloads, labels
+    return Spans(values, offs[:-1], offs[1:]), labels

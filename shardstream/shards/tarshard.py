@@ -26,6 +26,7 @@ import numpy as np
 from ..errors import ShardError
 from .imagecodec import npy_header
 from .names import key_digits, sample_key
+from .spans import Spans
 
 BLOCK = 512
 USER = GROUP = "shardstream"
@@ -70,7 +71,7 @@ def read_tar(data, shard: str, first_id: int, n: int, shape: tuple, encoding: st
     samples ``first_id .. first_id+n-1``; ``shape`` = (H, W, C).
 
     Returns ``(payloads, labels)``: labels int64 (n,); payloads uint8 (n, H, W, C) for npy,
-    a list of n memoryviews (the PNG bytes) for png.  Raises :class:`ShardError`.
+    a :class:`.spans.Spans` of the n PNG members for png.  Raises :class:`ShardError`.
     """
     buf = memoryview(data).cast("B")
     if encoding == "npy":
@@ -197,8 +198,8 @@ def _read_uniform_npy(buf, first_id, n, shape):
 def _read_scanned(buf, first_id, n, ext):
     """The fast path for shards of variable-size members (png) as :func:`write_tar` writes
     them: one light pass finds the 2n headers, then all are checked at once with numpy.
-    Returns (n image payloads as memoryviews, labels int64 (n,)), or None when anything differs
-    (the member-by-member reader then names the problem)."""
+    Returns (the n image payloads as :class:`Spans` of ``buf``, labels int64 (n,)), or None
+    when anything differs (the member-by-member reader then names the problem)."""
     width = _key_width(first_id, n)
     if width is None:
         return None
@@ -234,9 +235,8 @@ def _read_scanned(buf, first_id, n, ext):
     labels = _labels(blocks[offsets[0::2] // BLOCK + 1][:, :_MAX_CLS], cls_size)
     if labels is None:
         return None
-    starts = (offsets[1::2] + BLOCK).tolist()
-    ends = (offsets[1::2] + BLOCK + sizes[1::2]).tolist()
-    return [buf[a:b] for a, b in zip(starts, ends)], labels
+    starts = offsets[1::2] + BLOCK
+    return Spans(buf, starts, starts + sizes[1::2]), labels
 
 
 class _Members:
@@ -337,7 +337,7 @@ def _read_members(buf, shard, first_id, n, shape, encoding):
     if encoding == "npy":
         images = np.stack(payloads) if payloads else np.empty((0,) + shape, np.uint8)
         return images, labels
-    return payloads, labels
+    return Spans.of(payloads), labels
 
 
 def _parse_npy(body, shape, nbytes, m, name):
