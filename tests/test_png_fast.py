@@ -134,14 +134,21 @@ def test_damage_is_named_as_before(fast_path):
             decode_pngs([good, good, payload], (4, 4, 1), "t.tar", 6)
 
 
-def test_without_numba_pillow_decodes_everything_and_says_so(monkeypatch):
+@pytest.mark.parametrize("state,module,words", [
+    # no numba: Pillow decodes everything
+    ("_unfilter_state", "_png", "compiled PNG decoder cannot be used.*Pillow"),
+    # no zlib shared library (or numba cannot call it): the Python walk inflates
+    ("_inflate_state", "_zinflate", "compiled PNG inflate cannot be used.*from Python"),
+])
+def test_without_a_compiled_part_the_fallback_decodes_and_says_so(monkeypatch, state, module,
+                                                                   words):
     images = np.random.default_rng(5).integers(0, 256, (3, 6, 5, 3), dtype=np.uint8)
     payloads = [encode_png(im) for im in images]
-    monkeypatch.setattr(imagecodec, "_unfilter_state", [])
-    monkeypatch.setitem(sys.modules, "shardstream.shards._png", None)  # import fails
-    with pytest.warns(RuntimeWarning, match="compiled PNG decoder cannot be used.*Pillow"):
+    monkeypatch.setattr(imagecodec, state, [])
+    monkeypatch.setitem(sys.modules, f"shardstream.shards.{module}", None)  # import fails
+    with pytest.warns(RuntimeWarning, match=words):
         got = decode_pngs(payloads, (6, 5, 3), "t.tar", 0)
-    assert np.array_equal(got, images) and imagecodec._unfilter_state == [None]
+    assert np.array_equal(got, images) and getattr(imagecodec, state) == [None]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # said once
         assert np.array_equal(decode_pngs(payloads, (6, 5, 3), "t.tar", 0), images)

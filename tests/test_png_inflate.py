@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import warnings
 import zlib
 
 import numpy as np
@@ -152,19 +151,6 @@ def test_no_read_outside_a_payload_under_numba_boundscheck(tmp_path):
     # the intact payload only: every other byte is compared (signature, IHDR, IEND) or under
     # the IDAT CRC, and every cut or length field leaves the layout
     assert proc.stdout.split() == ["taken", "1", "of", str(2 * 82 + 1 + 4)]
-
-
-def test_without_libz_the_python_walk_inflates_and_says_so(monkeypatch):
-    images = np.random.default_rng(5).integers(0, 256, (3, 6, 5, 3), dtype=np.uint8)
-    payloads = [encode_png(im) for im in images]
-    monkeypatch.setattr(imagecodec, "_inflate_state", [])
-    monkeypatch.setitem(sys.modules, "shardstream.shards._zinflate", None)  # import fails
-    with pytest.warns(RuntimeWarning, match="compiled PNG inflate cannot be used.*Python"):
-        got = decode_pngs(payloads, (6, 5, 3), "t.tar", 0)
-    assert np.array_equal(got, images) and imagecodec._inflate_state == [None]
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # said once
-        assert np.array_equal(decode_pngs(payloads, (6, 5, 3), "t.tar", 0), images)
 
 
 def test_decode_threads():
