@@ -23,11 +23,12 @@ import llvmlite.binding as llvm
 import numpy as np
 from numba import njit, types
 
-__all__ = ["LIBZ", "ULONG", "inflate_idat"]
+__all__ = ["ULONG", "inflate_idat"]
 
 
-def _load_libz() -> str:
-    """Make zlib's C functions visible to numba-compiled code; returns the library's name."""
+def _load_libz() -> None:
+    """Make zlib's C functions visible to numba-compiled code (ImportError if no library
+    that has them loads)."""
     tried = []
     for name in dict.fromkeys((ctypes.util.find_library("z"), "libz.so.1", "libz.dylib")):
         if not name:
@@ -38,12 +39,12 @@ def _load_libz() -> str:
             tried.append(f"{name}: {exc}")
             continue
         if llvm.address_of_symbol("uncompress") and llvm.address_of_symbol("crc32"):
-            return name
+            return
         tried.append(f"{name}: no uncompress/crc32 symbols")
     raise ImportError(f"zlib's shared library was not found ({'; '.join(tried) or 'no libz'})")
 
 
-LIBZ = _load_libz()
+_load_libz()
 #: dtype of C ``unsigned long`` (zlib's ``uLong``: the output length ``uncompress`` updates)
 ULONG = np.dtype(ctypes.c_ulong)
 _ulong = types.uint64 if ULONG.itemsize == 8 else types.uint32
