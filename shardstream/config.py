@@ -8,6 +8,8 @@ variable                    meaning
 ``SHARDSTREAM_CACHE_DIR``   the shard cache folder (default: the user cache folder,
                             ``platformdirs.user_cache_dir("shardstream")``)
 ``SHARDSTREAM_RAW_DIR``     a folder searched first for raw dataset files (docs/converting.md)
+``SHARDSTREAM_DECODE_      the most threads decoding one PNG shard (an integer >= 1; default:
+THREADS``                   :func:`usable_cpus`; docs/loaders.md)
 ``AWS_ENDPOINT_URL_S3``,    the S3 endpoint, else ``endpoint_url`` of the active profile in
 ``AWS_ENDPOINT_URL``        ``AWS_CONFIG_FILE`` (default ``~/.aws/config``)
 ``AWS_PROFILE``,            that profile (default ``default``)
@@ -26,9 +28,14 @@ from __future__ import annotations
 import configparser
 import os
 
+from .errors import InputError
+
 TOKEN_ENV = "SHARDSTREAM_TOKEN"
 CACHE_DIR_ENV = "SHARDSTREAM_CACHE_DIR"
 RAW_DIR_ENV = "SHARDSTREAM_RAW_DIR"
+DECODE_THREADS_ENV = "SHARDSTREAM_DECODE_THREADS"
+#: cgroup v2's CPU limit of this process's group: "<quota> <period>" or "max <period>"
+CGROUP_CPU_MAX = "/sys/fs/cgroup/cpu.max"
 
 #: storage defaults (each one a ``storage_options`` key; see docs/storage.md)
 DEFAULT_RETRIES = 5
@@ -58,6 +65,36 @@ def raw_dir() -> str | None:
     """``$SHARDSTREAM_RAW_DIR`` (user-expanded), or None."""
     env = os.environ.get(RAW_DIR_ENV)
     return os.path.expanduser(env) if env else None
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may use: its affinity mask (``os.sched_getaffinity``; every CPU
+    where there is none), lowered to the cgroup v2 CPU quota when one is set (rounded up: a
+    container limited to 2 CPUs on a 64-core host counts 2)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cpus = os.cpu_count() or 1
+    try:
+        with open(CGROUP_CPU_MAX) as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, -(-int(quota) // int(period)))
+    except (OSError, ValueError):  # no cgroup v2 limit readable here
+        pass
+    return max(1, cpus)
+
+
+def decode_threads() -> int | None:
+    """``$SHARDSTREAM_DECODE_THREADS`` as an integer >= 1, or None when unset or empty;
+    :class:`InputError` naming the variable for anything else."""
+    env = os.environ.get(DECODE_THREADS_ENV, "").strip()
+    if not env:
+        return None
+    if not env.isdigit() or int(env) < 1:
+        raise InputError(f"{DECODE_THREADS_ENV}={env!r}: must be an integer >= 1 (the most "
+                         f"threads decoding one PNG shard), or unset for one per usable CPU")
+    return int(env)
 
 
 def _aws_profile_setting(name: str) -> str | None:

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import zlib
 
 import numpy as np
@@ -16,7 +17,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shardstream.errors import ShardError
+from shardstream import config
+from shardstream.errors import InputError, ShardError
 from shardstream.shards import imagecodec
 from shardstream.shards.imagecodec import _IEND, _SIGNATURE, _chunk, decode_pngs, encode_png
 from shardstream.shards.spans import Spans
@@ -153,16 +155,33 @@ def test_no_read_outside_a_payload_under_numba_boundscheck(tmp_path):
     assert proc.stdout.split() == ["taken", "1", "of", str(2 * 82 + 1 + 4)]
 
 
-def test_decode_threads():
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cpus = os.cpu_count()
+def test_decode_threads(monkeypatch):
+    monkeypatch.delenv("SHARDSTREAM_DECODE_THREADS", raising=False)
+    cpus = config.usable_cpus()
     part = imagecodec.PART_IMAGES
     assert imagecodec.decode_threads(0) == 1
     assert imagecodec.decode_threads(2 * part - 1) == 1
     assert imagecodec.decode_threads(2 * part) == min(cpus, 2)
     assert imagecodec.decode_threads(10**9) == cpus
+    monkeypatch.setenv("SHARDSTREAM_DECODE_THREADS", "3")
+    assert imagecodec.decode_threads(10**9) == 3
+    assert imagecodec.decode_threads(2 * part) == 2
+    for bad in ("0", "-2", "two", "1.5"):
+        monkeypatch.setenv("SHARDSTREAM_DECODE_THREADS", bad)
+        with pytest.raises(InputError, match=rf"SHARDSTREAM_DECODE_THREADS='{bad}'.*>= 1"):
+            imagecodec.decode_threads(10**9)
+
+
+@pytest.mark.parametrize("text,limit", [("200000 100000", 2), ("150000 100000", 2),
+                                        ("50000 100000", 1), ("max 100000", None),
+                                        ("garbage", None), (None, None)])
+def test_usable_cpus_follow_a_cgroup_quota(monkeypatch, tmp_path, text, limit):
+    affinity = len(os.sched_getaffinity(0))
+    path = tmp_path / "cpu.max"
+    if text is not None:
+        path.write_text(text + "\n")
+    monkeypatch.setattr(config, "CGROUP_CPU_MAX", str(path))
+    assert config.usable_cpus() == (affinity if limit is None else min(affinity, limit))
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3, 7])
@@ -180,6 +199,23 @@ def test_a_shard_in_parts_gives_the_same_pixels_and_messages(monkeypatch, thread
     assert np.array_equal(got, images[good])
     with pytest.raises(ShardError, match="t.tar: sample 000000133 is not a readable PNG"):
         decode_pngs(payloads, (4, 3, 3), "t.tar", 100)
+
+
+def test_more_parts_than_images_and_threads_that_cannot_start(monkeypatch):
+    """A part count above the image count; helper threads refused (a process limit, or
+    interpreter shutdown on Python 3.12): the calling thread decodes those parts itself."""
+    images = np.random.default_rng(9).integers(0, 256, (3, 4, 4, 1), dtype=np.uint8)
+    payloads = [encode_png(im) for im in images]
+    monkeypatch.setattr(imagecodec, "decode_threads", lambda n: 5)
+    assert np.array_equal(decode_pngs(payloads, (4, 4, 1), "t.tar", 0), images)
+    real = threading.Thread.start
+
+    def start(self):
+        if self.name == "shardstream-png":
+            raise RuntimeError("can't start new thread")
+        return real(self)
+    monkeypatch.setattr(threading.Thread, "start", start)
+    assert np.array_equal(decode_pngs(payloads, (4, 4, 1), "t.tar", 0), images)
 
 
 def test_an_error_in_a_decoding_thread_reaches_the_caller(monkeypatch):

@@ -143,7 +143,7 @@ def make_batch_app(root, token=None, workers=None, quiet=True, cache_dir=None,
                              f"that holds your converted datasets)")
         root = real
     if workers is None:
-        workers = len(os.sched_getaffinity(0))
+        workers = config.usable_cpus()
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise InputError(f"--workers {workers!r}: must be an integer >= 1")
     app = web.Application(middlewares=[_auth], client_max_size=MAX_REQUEST_BYTES,

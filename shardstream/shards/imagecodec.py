@@ -14,7 +14,6 @@ Pillow does.
 from __future__ import annotations
 
 import io
-import os
 import threading
 import warnings
 import zlib
@@ -22,6 +21,7 @@ import zlib
 import numpy as np
 from PIL import Image
 
+from .. import config
 from ..errors import InputError, ShardError
 from .names import sample_key
 from .spans import Spans
@@ -181,13 +181,10 @@ PART_IMAGES = 1024
 
 
 def decode_threads(n: int) -> int:
-    """How many threads decode ``n`` PNGs: one per CPU this process may run on, each with at
-    least :data:`PART_IMAGES` images (the fast path holds no GIL, so they run in parallel)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(cpus, n // PART_IMAGES))
+    """How many threads decode ``n`` PNGs: at most ``$SHARDSTREAM_DECODE_THREADS`` or else one
+    per usable CPU (:func:`config.usable_cpus`), each with at least :data:`PART_IMAGES` images
+    (the fast path holds no GIL, so they run in parallel)."""
+    return max(1, min(config.decode_threads() or config.usable_cpus(), n // PART_IMAGES))
 
 
 def _decode_fast(payloads, shape, out: np.ndarray) -> np.ndarray:
@@ -213,7 +210,7 @@ def _decode_fast(payloads, shape, out: np.ndarray) -> np.ndarray:
         raw = np.empty((hi - lo, h, 1 + w * c), np.uint8)
         if inflate is not None:
             inflate(payloads[lo:hi], head, raw, ok[lo:hi])
-        size = raw[0].size
+        size = h * (1 + w * c)
         buf = memoryview(raw.reshape(-1))
         for i in (lo + np.flatnonzero(~ok[lo:hi])).tolist():  # what the compiled walk left
             try:
@@ -225,14 +222,15 @@ def _decode_fast(payloads, shape, out: np.ndarray) -> np.ndarray:
                 ok[i] = True
         unfilter(raw, ok[lo:hi], rows[lo:hi], c)
 
-    cuts = np.linspace(0, n, decode_threads(n) + 1).astype(int).tolist()
+    cuts = np.linspace(0, n, min(decode_threads(n), n) + 1).astype(int).tolist()
     _side_by_side(part, list(zip(cuts[:-1], cuts[1:])))
     return ok
 
 
 def _side_by_side(function, args: list) -> None:
     """``function(*a)`` for each ``a`` of ``args``: the first in this thread, the others in
-    threads of their own, all joined before returning (an exception in any is re-raised)."""
+    threads of their own, all joined before returning (an exception in any is re-raised); a
+    part whose thread cannot start (a process limit, interpreter shutdown) runs here too."""
     errors: list = []
 
     def run(a):
@@ -241,21 +239,28 @@ def _side_by_side(function, args: list) -> None:
         except BaseException as exc:  # re-raised in the calling thread
             errors.append(exc)
 
-    threads = [threading.Thread(target=run, args=(a,), name="shardstream-png")
-               for a in args[1:]]
-    for t in threads:
-        t.start()
-    run(args[0])
-    for t in threads:
-        t.join()
+    threads, here = [], [args[0]]
+    for a in args[1:]:
+        thread = threading.Thread(target=run, args=(a,), name="shardstream-png")
+        try:
+            thread.start()
+        except RuntimeError:  # "can't start new thread"
+            here.append(a)
+        else:
+            threads.append(thread)
+    for a in here:
+        run(a)
+    for thread in threads:
+        thread.join()
     if errors:
         raise errors[0]
 
 
 def decode_pngs(payloads, shape, shard: str, first_id: int) -> np.ndarray:
-    """uint8 (n, H, W, C) from n PNG payloads (bytes-like), each checked to be an (H, W) image of
-    the mode matching C (L for 1, RGB for 3); :class:`ShardError` naming the shard and sample.
-    The pixels are Pillow's, through the fast path where it applies (module docstring)."""
+    """uint8 (n, H, W, C) from n PNG payloads (bytes-like, or a :class:`Spans`), each checked to
+    be an (H, W) image of the mode matching C (L for 1, RGB for 3); :class:`ShardError` naming
+    the shard and sample.  The pixels are Pillow's, through the fast path where it applies
+    (module docstring)."""
     h, w, c = shape
     mode = {1: "L", 3: "RGB"}.get(c)
     out = np.empty((len(payloads), h, w, c), dtype=np.uint8)
