@@ -65,6 +65,20 @@ def test_spans_out_of_bounds_are_refused(starts, stops):
         Spans(np.zeros(10, np.uint8), starts, stops)
 
 
+def test_spans_offsets_are_checked_integers_kept_read_only():
+    buffer = np.zeros(10, np.uint8)
+    starts = np.array([0, 4])
+    spans = Spans(buffer, starts, [4, 10])
+    starts[1] = 9  # the caller's array changes: the checked copy does not
+    assert spans.starts.tolist() == [0, 4] and not spans.starts.flags.writeable
+    with pytest.raises(ValueError):
+        spans.stops[0] = 100
+    with pytest.raises(ValueError, match="integer offsets"):
+        Spans(buffer, [0.9], [3.9])
+    with pytest.raises(ValueError, match="integer indices"):
+        spans.take([True, False])
+
+
 def test_spans_need_a_flat_uint8_buffer():
     with pytest.raises(ValueError, match="C-contiguous uint8"):
         Spans(np.zeros((2, 5), np.uint8), [0], [1])

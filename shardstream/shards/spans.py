@@ -16,8 +16,9 @@ __all__ = ["Spans"]
 class Spans:
     """``n`` byte strings cut from one buffer: item ``i`` is ``buffer[starts[i]:stops[i]]``.
 
-    ``buffer`` uint8 (m,) C-contiguous; ``starts``, ``stops`` int64 (n,) with
-    ``0 <= starts <= stops <= m`` (checked: compiled readers rely on it).  Indexing with an int
+    ``buffer`` uint8 (m,) C-contiguous; ``starts``, ``stops`` integers (n,) with
+    ``0 <= starts <= stops <= m`` (checked, and kept as read-only int64 copies: compiled readers
+    rely on it).  Indexing with an int
     gives a read-only :class:`memoryview`; ``len`` and iteration work as for a list of bytes."""
 
     __slots__ = ("buffer", "starts", "stops")
@@ -27,8 +28,7 @@ class Spans:
         if buffer.dtype != np.uint8 or buffer.ndim != 1 or not buffer.flags.c_contiguous:
             raise ValueError(f"Spans needs a C-contiguous uint8 (m,) buffer, got {buffer.dtype} "
                              f"{buffer.shape}")
-        starts = np.ascontiguousarray(starts, dtype=np.int64)
-        stops = np.ascontiguousarray(stops, dtype=np.int64)
+        starts, stops = _offsets(starts), _offsets(stops)
         if starts.shape != stops.shape or starts.ndim != 1:
             raise ValueError(f"Spans needs starts and stops of one (n,) shape, got "
                              f"{starts.shape} and {stops.shape}")
@@ -53,7 +53,9 @@ class Spans:
     def take(self, indices) -> Spans:
         """The items ``indices`` (int (k,), repeats allowed) as a :class:`Spans` on the same
         buffer (no payload bytes copied)."""
-        indices = np.asarray(indices, dtype=np.int64)
+        indices = np.asarray(indices)
+        if indices.size and indices.dtype.kind not in "iu":
+            raise ValueError(f"Spans.take needs integer indices, got {indices.dtype}")
         return Spans(self.buffer, self.starts[indices], self.stops[indices])
 
     def __len__(self) -> int:
@@ -67,3 +69,13 @@ class Spans:
     def __iter__(self):
         for i in range(len(self)):
             yield self[i]
+
+
+def _offsets(values) -> np.ndarray:
+    """int64 (n,) read-only copy of integer offsets (what was checked stays what is used)."""
+    values = np.asarray(values)
+    if values.size and values.dtype.kind not in "iu":
+        raise ValueError(f"Spans needs integer offsets, got {values.dtype}")
+    values = np.array(values, dtype=np.int64, order="C")
+    values.setflags(write=False)
+    return values
