@@ -30,7 +30,9 @@ def _load_libz() -> None:
     """Make zlib's C functions visible to numba-compiled code (ImportError if no library
     that has them loads)."""
     tried = []
-    for name in dict.fromkeys((ctypes.util.find_library("z"), "libz.so.1", "libz.dylib")):
+    names = (ctypes.util.find_library("z"), "libz.so.1", "libz.dylib",  # Linux, macOS
+             "zlib1.dll", "zlib.dll")  # Windows: the names zlib's own and conda's builds use
+    for name in dict.fromkeys(names):
         if not name:
             continue
         try:
