@@ -53,7 +53,6 @@ _ulong = types.uint64 if ULONG.itemsize == 8 else types.uint32
 _crc32 = types.ExternalFunction("crc32", _ulong(_ulong, types.voidptr, types.uint32))
 _uncompress = types.ExternalFunction(
     "uncompress", types.intc(types.voidptr, types.voidptr, types.voidptr, _ulong))
-_IEND = np.frombuffer(b"\x00\x00\x00\x00IEND\xaeB`\x82", np.uint8)  # the whole chunk with CRC
 
 
 @njit(nogil=True, cache=True)
@@ -64,10 +63,11 @@ def _be32(buf, p):
 
 
 @njit(nogil=True, cache=True)
-def inflate_idat(buf, starts, stops, head, raw, ok, length):
+def inflate_idat(buf, starts, stops, head, tail, raw, ok, length):
     """For each payload ``i``, ``buf[starts[i]:stops[i]]`` (uint8 (m,) buffer; int64 (n,)
     offsets within it, checked by :class:`.spans.Spans`): if it is ``head`` (uint8: signature +
-    IHDR chunk) followed by one IDAT chunk and the IEND chunk ending the payload, the IDAT CRC
+    IHDR chunk) followed by one IDAT chunk and ``tail`` (uint8 (12,): the IEND chunk) ending
+    the payload, the IDAT CRC
     is right and its zlib stream inflates (checksum verified by zlib) to exactly ``raw[i].size``
     bytes, those bytes go to ``raw[i]`` (uint8 (n, h, 1 + r), C-contiguous) and ``ok[i]`` (bool
     (n,)) is set True; otherwise ``ok[i]`` is left as it is and ``raw[i]`` is undefined.
@@ -91,7 +91,7 @@ def inflate_idat(buf, starts, stops, head, raw, ok, length):
                 buf[p + 7] != 84) or q - p - 4 >= 2**31:
             continue
         for j in range(12):
-            if buf[q + 4 + j] != _IEND[j]:
+            if buf[q + 4 + j] != tail[j]:
                 same = False
                 break
         crc = np.int64(_crc32(0, buf[p + 4:].ctypes.data, np.uint32(q - p - 4)))

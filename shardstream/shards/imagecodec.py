@@ -95,7 +95,7 @@ def _load_inflate():
 
     def inflate(spans: Spans, head: bytes, raw: np.ndarray, ok: np.ndarray) -> None:
         inflate_idat(spans.buffer, spans.starts, spans.stops, np.frombuffer(head, np.uint8),
-                     raw, ok, np.zeros(1, ULONG))
+                     _IEND_ARRAY, raw, ok, np.zeros(1, ULONG))
 
     payload = _SIGNATURE + _chunk(b"IHDR", bytes((0, 0, 0, 1, 0, 0, 0, 1, 8, 0, 0, 0, 0)))
     payload += _chunk(b"IDAT", zlib.compress(b"\x00\x07")) + _IEND
@@ -121,6 +121,7 @@ def _compiled_inflate():
 
 
 _IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the whole IEND chunk (no data, its CRC)
+_IEND_ARRAY = np.frombuffer(_IEND, np.uint8)
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:

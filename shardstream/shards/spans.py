@@ -18,8 +18,8 @@ class Spans:
 
     ``buffer`` uint8 (m,) C-contiguous; ``starts``, ``stops`` integers (n,) with
     ``0 <= starts <= stops <= m`` (checked, and kept as read-only int64 copies: compiled readers
-    rely on it).  Indexing with an int
-    gives a read-only :class:`memoryview`; ``len`` and iteration work as for a list of bytes."""
+    rely on it).  Indexing with an int gives a read-only :class:`memoryview`, with a slice a
+    :class:`Spans`; ``len`` and iteration work as for a list of bytes."""
 
     __slots__ = ("buffer", "starts", "stops")
 
@@ -45,10 +45,9 @@ class Spans:
         if isinstance(payloads, Spans):
             return payloads
         views = [memoryview(p).cast("B") for p in payloads]
-        stops = np.cumsum([v.nbytes for v in views], dtype=np.int64)
-        starts = stops - np.array([v.nbytes for v in views], dtype=np.int64)
-        buffer = np.frombuffer(b"".join(views), np.uint8)
-        return cls(buffer, starts, stops)
+        sizes = np.array([v.nbytes for v in views], dtype=np.int64)
+        stops = np.cumsum(sizes)
+        return cls(np.frombuffer(b"".join(views), np.uint8), stops - sizes, stops)
 
     def take(self, indices) -> Spans:
         """The items ``indices`` (int (k,), repeats allowed) as a :class:`Spans` on the same
