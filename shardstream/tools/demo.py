@@ -164,7 +164,7 @@ def demo(out="shardstream-demo", quick=False):
     _say(f"    {'pipeline'.ljust(width)}  {'s/epoch':>10}  {'vs ours':>7}")
     for name, seconds, note in timings:
         ratio = f"{seconds / ours:6.1f}x" if ours > 0 else ""
-        _say(f"    {name.ljust(width)}  {seconds:8.2f} s  {ratio}  {note}".rstrip())
+        _say(f"    {name.ljust(width)}  {seconds:8.3f} s  {ratio}  {note}".rstrip())
 
     _say("5/5 picture of the first test batch")
     picture = os.path.join(out, "batch.png")
