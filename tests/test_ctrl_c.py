@@ -114,7 +114,7 @@ def test_sigint_ends_the_loop_promptly(loader_splits, child_script, framework, w
         code, _seconds, err = interrupt(child_script, location, framework, workers, mode,
                                         delay=0.1 * (rep % 3))
         if code in (-signal.SIGABRT, -signal.SIGSEGV) and "KeyboardInterrupt" not in err:
-            # a known, separate bug inside TensorFlow (~1 in 20-45 tf.data children on 2 cores,
+            # a known, separate bug inside TensorFlow (~1 in 30 tf.data children on 2 cores,
             # with or without shardstream's re-delivery): a SIGINT landing in the
             # execution_mode block TensorFlow wraps around every next() crashes the process
             # at once ("free(): invalid next size"), before Python prints the traceback
